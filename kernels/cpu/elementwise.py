@@ -1,0 +1,68 @@
+"""Elementwise kernels: ReLU, the dropout mask, and the optimizer updates.
+
+All work on flat (ravelled, contiguous) arrays and write in place or into a
+given output, so no temporaries are allocated on the hot path.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+
+@njit(parallel=True, cache=True)
+def relu(x, y):
+    """y[i] = max(x[i], 0)."""
+    for i in prange(x.size):
+        v = x[i]
+        y[i] = v if v > 0 else 0.0
+
+
+@njit(parallel=True, cache=True)
+def relu_backward(gy, y, gx):
+    """gx[i] = gy[i] if y[i] > 0 else 0."""
+    for i in prange(gy.size):
+        gx[i] = gy[i] if y[i] > 0 else 0.0
+
+
+@njit(cache=True)
+def splitmix64(seed, counter):
+    """Counter-based generator: 64 random bits from (seed, counter), no state."""
+    z = np.uint64(seed) + (np.uint64(counter) + np.uint64(1)) * np.uint64(0x9E3779B97F4A7C15)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+@njit(parallel=True, cache=True)
+def dropout_mask(seed, offset, rate, scale, mask):
+    """mask[i] = scale if top24(splitmix64(seed, offset + i)) / 2**24 >= rate else 0."""
+    for i in prange(mask.size):
+        u = (splitmix64(seed, offset + i) >> np.uint64(40)) * (1.0 / 16777216.0)
+        mask[i] = scale if u >= rate else 0.0
+
+
+@njit(parallel=True, cache=True)
+def sgd_update(p, g, v, lr, momentum, nesterov, weight_decay):
+    """Keras SGD: g += wd p; v = mu v - lr g; p += v (Nesterov: p += mu v - lr g)."""
+    for i in prange(p.size):
+        gi = g[i] + weight_decay * p[i]
+        vi = momentum * v[i] - lr * gi
+        v[i] = vi
+        if nesterov:
+            p[i] += momentum * vi - lr * gi
+        else:
+            p[i] += vi
+
+
+@njit(parallel=True, cache=True)
+def adam_update(p, g, m, v, alpha, beta1, beta2, eps):
+    """m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2; p -= alpha m / (sqrt(v) + eps),
+    with alpha = lr sqrt(1 - b2^t) / (1 - b1^t) computed by the caller."""
+    for i in prange(p.size):
+        gi = g[i]
+        mi = beta1 * m[i] + (1.0 - beta1) * gi
+        vi = beta2 * v[i] + (1.0 - beta2) * gi * gi
+        m[i] = mi
+        v[i] = vi
+        p[i] -= alpha * mi / (np.sqrt(vi) + eps)

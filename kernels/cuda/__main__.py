@@ -1,0 +1,38 @@
+"""python -m kernels.cuda --ptx sm_80,sm_90 [--out DIR] [--json]: compile every kernel to PTX."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from kernels.cuda.ptx import compile_all, parse_cc, uses_local_memory
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m kernels.cuda", description=__doc__)
+    parser.add_argument("--ptx", required=True, help="comma-separated targets, e.g. sm_80,sm_90")
+    parser.add_argument("--out", help="write DIR/<target>/<kernel>.ptx")
+    parser.add_argument("--json", action="store_true", help="print {target: {kernel: ptx}} as JSON")
+    args = parser.parse_args(argv)
+    results = {}
+    for target in args.ptx.split(","):
+        major, minor = parse_cc(target.strip())
+        results[f"sm_{major}{minor}"] = compile_all((major, minor))
+    if args.json:
+        json.dump(results, sys.stdout)
+        return 0
+    for target, kernels in results.items():
+        for name, ptx in kernels.items():
+            note = "  (uses local memory)" if uses_local_memory(ptx) else ""
+            print(f"{target}  {name:34s} {len(ptx.splitlines()):6d} lines{note}")
+            if args.out:
+                os.makedirs(os.path.join(args.out, target), exist_ok=True)
+                with open(os.path.join(args.out, target, f"{name}.ptx"), "w") as f:
+                    f.write(ptx)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

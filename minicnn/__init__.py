@@ -1,0 +1,22 @@
+"""minicnn: a small, readable CNN framework with its own CPU and CUDA kernels.
+
+    import minicnn
+    from minicnn import nn, functional as F, optim
+"""
+
+from minicnn import functional, nn, optim, random  # noqa: F401
+from minicnn.ops import maximum
+from minicnn.random import seed
+from minicnn.tensor import Function, Tensor, default_device, get_default_device, is_grad_enabled, no_grad
+
+__version__ = "0.1.0"
+
+
+def preprocess_input(x, mode: str = "caffe"):
+    """Keras-style input preprocessing (see ``minicnn.preprocess.preprocess_input``)."""
+    from minicnn.preprocess import preprocess_input as impl
+    return impl(x, mode=mode)
+
+
+__all__ = ["Tensor", "Function", "no_grad", "is_grad_enabled", "default_device", "get_default_device",
+           "seed", "maximum", "functional", "nn", "optim", "random", "preprocess_input"]

@@ -1,0 +1,3 @@
+from minicnn.cli import main
+
+raise SystemExit(main())

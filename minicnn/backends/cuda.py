@@ -1,0 +1,83 @@
+"""The "cuda" backend: CuPy arrays, our Numba CUDA kernels on CuPy's current stream.
+
+CuPy owns the memory; Numba launches kernels/cuda on the arrays through
+``__cuda_array_interface__`` (no copies), on the stream CuPy is using, so the
+two never race. MINICNN_GEMM=cublas swaps our SGEMM for CuPy's cuBLAS (for
+comparison); MINICNN_CONV_ALGO=implicit|im2col|auto picks the convolution.
+Importing this module without CuPy or without a GPU raises RuntimeError.
+"""
+
+from __future__ import annotations
+
+import sys
+
+_HINT = "Without a GPU, use device='cuda-sim' (the same kernels in Numba's simulator, NumPy arrays)."
+
+try:
+    import cupy
+except ImportError as err:
+    raise RuntimeError(f"device 'cuda' needs CuPy, which is not installed (pip install cupy-cuda13x). {_HINT}") \
+        from err
+
+try:
+    _gpus = cupy.cuda.runtime.getDeviceCount()
+except cupy.cuda.runtime.CUDARuntimeError as err:
+    raise RuntimeError(f"device 'cuda': CuPy finds no usable GPU/driver ({err}). {_HINT}") from err
+if _gpus == 0:
+    raise RuntimeError(f"device 'cuda': CuPy finds no GPU. {_HINT}")
+
+if "numba.cuda" in sys.modules:
+    from numba.cuda.core.config import ENABLE_CUDASIM
+    if ENABLE_CUDASIM:
+        raise RuntimeError("device 'cuda' cannot run in a process where Numba's CUDA simulator is on "
+                           "(NUMBA_ENABLE_CUDASIM=1, e.g. after using 'cuda-sim'); use a fresh process.")
+
+from numba import cuda as _numba_cuda  # noqa: E402
+from numba.cuda.core import config as _numba_config  # noqa: E402
+
+from kernels.cuda.launch import CudaOps, settings_from_env  # noqa: E402
+
+if not _numba_cuda.is_available():
+    raise RuntimeError(f"device 'cuda': Numba cannot use the GPU that CuPy sees. {_HINT}")
+# we launch on CuPy's own stream, so Numba need not synchronise on it before each launch
+_numba_config.CUDA_ARRAY_INTERFACE_SYNC = False
+
+_streams: dict = {}
+
+
+def _current_stream():
+    """Numba's handle on CuPy's current stream (made once per stream)."""
+    ptr = cupy.cuda.get_current_stream().ptr
+    stream = _streams.get(ptr)
+    if stream is None:
+        stream = _streams[ptr] = _numba_cuda.external_stream(ptr) if ptr else _numba_cuda.default_stream()
+    return stream
+
+
+name = "cuda"
+xp = cupy
+_ops = CudaOps(cupy, stream=_current_stream, simulator=False,
+               sm_count=cupy.cuda.Device().attributes["MultiProcessorCount"], **settings_from_env())
+
+
+def asarray(a, dtype=None):
+    return cupy.asarray(a, dtype=dtype)
+
+
+def to_numpy(a):
+    return cupy.asnumpy(a)
+
+
+conv2d_forward = _ops.conv2d_forward
+conv2d_backward = _ops.conv2d_backward
+max_pool_forward = _ops.max_pool_forward
+max_pool_backward = _ops.max_pool_backward
+relu = _ops.relu
+relu_backward = _ops.relu_backward
+matmul = _ops.matmul
+bias_grad = _ops.bias_grad
+softmax_cross_entropy = _ops.softmax_cross_entropy
+softmax_cross_entropy_backward = _ops.softmax_cross_entropy_backward
+dropout_mask = _ops.dropout_mask
+sgd_update = _ops.sgd_update
+adam_update = _ops.adam_update

@@ -1,0 +1,23 @@
+"""Weights in and out: Keras HDF5 files (all five layouts) and training checkpoints.
+
+    read_keras_weights(path) -> KerasWeightsFile      the arrays, whatever the layout
+    load_keras_weights(model, path, by_name=True, strict=True) -> LoadReport
+    save_keras_weights(model, path)                   Keras 2 layout, readable by Keras
+    save_checkpoint(path, model, optimizer=None, **state)
+    load_checkpoint(path, model=None, optimizer=None, restore_rng=False) -> state dict
+    write_synthetic_vgg16(path, fmt)                  random VGG16 file in layout A-E
+
+Every problem with a file raises WeightsError (a ValueError) naming the file, the
+layer and the expected and found shapes.
+"""
+
+from minicnn.io.checkpoint import load_checkpoint, read_checkpoint_weights, save_checkpoint
+from minicnn.io.errors import WeightsError
+from minicnn.io.keras_h5 import FORMAT_NAMES, KerasWeightsFile, LayerWeights, read_keras_weights
+from minicnn.io.load import LoadReport, load_keras_weights
+from minicnn.io.save import save_keras_weights
+from minicnn.io.synthetic import write_synthetic_vgg16
+
+__all__ = ["WeightsError", "read_keras_weights", "KerasWeightsFile", "LayerWeights", "FORMAT_NAMES",
+           "load_keras_weights", "LoadReport", "save_keras_weights", "save_checkpoint", "load_checkpoint",
+           "read_checkpoint_weights", "write_synthetic_vgg16"]
