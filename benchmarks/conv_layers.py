@@ -1,7 +1,8 @@
 """Per-layer speed of minicnn's CPU convolutions against PyTorch (oneDNN, channels_last).
 
 For each of VGG16's 13 convolutions (3x3, stride 1, "same", bias, ReLU) at one input
-size and batch: forward, backward-data and backward-weights (+bias) in ms, GFLOP/s,
+size and batch: forward (with ReLU), backward-data and backward-weights (+bias; both
+without the ReLU mask, as aten.convolution_backward) in ms, GFLOP/s,
 share of the measured GEMM ceiling, and the time ratio to PyTorch, all measured
 round-robin in one run. minicnn is called through its backend functions, the
 same calls minicnn.functional.conv2d makes.
@@ -30,8 +31,9 @@ PASSES = ("forward", "backward-data", "backward-weights")
 
 
 def minicnn_passes(x, w, b, gy):
-    """Callables for the three passes through minicnn's CPU backend."""
-    saved = backend.conv2d_forward(x, w, b, (1, 1), (1, 1, 1, 1), True, True)[1]
+    """Callables for the three passes through minicnn's CPU backend. Forward includes the
+    ReLU (fused); the backward passes are the plain convolution's, like aten's below."""
+    saved = backend.conv2d_forward(x, w, b, (1, 1), (1, 1, 1, 1), False, True)[1]
     return {
         "forward": lambda: backend.conv2d_forward(x, w, b, (1, 1), (1, 1, 1, 1), True, True),
         "backward-data": lambda: backend.conv2d_backward(gy, saved, True, False, False),
@@ -57,6 +59,42 @@ def torch_passes(torch, x, w, b, gy):
 
     return {"forward": forward, "backward-data": backward([True, False, False]),
             "backward-weights": backward([False, True, True])}
+
+
+def pool_pair(x, w, b, gp) -> dict:
+    """conv+ReLU+pool forward and backward: as separate backend calls, and fused."""
+    pads, pool = (1, 1, 1, 1), ((2, 2), (2, 2), (0, 0, 0, 0))
+
+    def separate():
+        y, conv_saved = backend.conv2d_forward(x, w, b, (1, 1), pads, True, True)
+        _, pool_saved = backend.max_pool_forward(y, *pool, True)
+        backend.conv2d_backward(backend.max_pool_backward(gp, pool_saved), conv_saved, True, True, True)
+
+    def fused():
+        _, saved = backend.conv2d_relu_pool_forward(x, w, b, (1, 1), pads, True)
+        backend.conv2d_relu_pool_backward(gp, saved, True, True, True)
+
+    return {"separate": separate, "fused": fused}
+
+
+def fused_pool_speedups(size: int, batch: int, rounds: int) -> list:
+    """Each block's last conv: conv + ReLU then 2x2 max pool as two backend calls, against the
+    optional fused conv2d_relu_pool_* (forward, then backward with all gradients)."""
+    rng = np.random.default_rng(1)
+    rows = []
+    for name, cin, cout, div in VGG16_CONVS:
+        nxt = VGG16_CONVS[VGG16_CONVS.index((name, cin, cout, div)) + 1:]
+        if nxt and nxt[0][3] == div:           # not the last conv of its block
+            continue
+        hw = size // div
+        x = rng.standard_normal((batch, hw, hw, cin), np.float32)
+        w = (rng.standard_normal((3, 3, cin, cout), np.float32) * np.sqrt(2 / (9 * cin))).astype(np.float32)
+        b = np.zeros(cout, np.float32)
+        gp = rng.standard_normal((batch, hw // 2, hw // 2, cout), np.float32)
+        med = H.interleaved(pool_pair(x, w, b, gp), rounds=rounds)
+        rows.append({"layer": name, "separate_ms": med["separate"] * 1e3, "fused_ms": med["fused"] * 1e3,
+                     "speedup": med["separate"] / med["fused"]})
+    return rows
 
 
 def run(size: int, batch: int, rounds: int) -> dict:
@@ -86,8 +124,9 @@ def run(size: int, batch: int, rounds: int) -> dict:
         layers.append(row)
         print(f"{name}: " + ", ".join(f"{p} {row[p]['ms']:.2f} ms ({H.fmt_ratio(row[p]['ratio'])})"
                                       for p in PASSES), flush=True)
+    fused = fused_pool_speedups(size, batch, rounds)
     return {"machine": H.machine_info(torch), "gemm_peak_gflops": peak, "size": size, "batch": batch,
-            "rounds": rounds, "layers": layers}
+            "rounds": rounds, "layers": layers, "fused_conv_relu_pool": fused}
 
 
 def report(result: dict) -> None:
@@ -108,6 +147,11 @@ def report(result: dict) -> None:
     result["table"] = H.print_table(headers, rows)
     worst = max((r[p]["ratio"] or 0, r["layer"], p) for r in result["layers"] for p in PASSES)
     print(f"worst pass: {worst[1]} {worst[2]} at {worst[0]:.2f}x torch")
+    print("\nconv + ReLU + 2x2 max pool, forward and backward: separate backend calls vs the fused pair")
+    result["fused_table"] = H.print_table(
+        ["layer", "separate ms", "fused ms", "speed-up"],
+        [[r["layer"], f"{r['separate_ms']:.1f}", f"{r['fused_ms']:.1f}", f"{r['speedup']:.2f}x"]
+         for r in result["fused_conv_relu_pool"]])
     tag = f"conv_layers_{result['size']}_b{result['batch']}"
     H.write_json(tag + ".json", result)
     labels = [r["layer"] for r in result["layers"]]

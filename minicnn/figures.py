@@ -8,7 +8,7 @@
 - :func:`gradcam_overlay`    a Grad-CAM heatmap blended over its image
 
 The functions take arrays (histories, activations, heatmaps) and only draw;
-computing activations and Grad-CAM is in minicnn.train.inspect.
+computing activations and Grad-CAM is in minicnn.train.explain.
 """
 
 from __future__ import annotations

@@ -10,7 +10,8 @@ import sys
 import numpy as np
 import pytest
 from conftest import assert_close
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kernels import reference
 from kernels.cuda import gemm
@@ -81,6 +82,12 @@ def test_matmul_fused_bias_relu_single_split(ops):
     assert_close(ops.gemm(a, b, bias=bias, relu=True, splits=1), np.maximum(reference.dense(a, b, bias), 0))
 
 
+def test_matmul_with_empty_sides(sim):
+    assert sim.matmul(np.ones((0, 3), np.float32), np.ones((3, 2), np.float32)).shape == (0, 2)
+    np.testing.assert_array_equal(sim.matmul(np.ones((2, 0), np.float32), np.ones((0, 3), np.float32)),
+                                  np.zeros((2, 3)))
+
+
 def test_matmul_rejects_mismatched_shapes(sim):
     with pytest.raises(ValueError, match=r"\(3, 4\) and \(5, 2\)"):
         sim.matmul(np.ones((3, 4), np.float32), np.ones((5, 2), np.float32))
@@ -93,6 +100,7 @@ CONV_CASES = [
     ((2, 5, 6, 3), (3, 3, 3, 5), (1, 1), (1, 1, 1, 1)),     # "same" 3x3
     ((1, 7, 6, 2), (3, 2, 2, 3), (2, 1), (0, 1, 1, 0)),     # strided, asymmetric padding
     ((2, 4, 3, 5), (1, 1, 5, 17), (1, 1), (0, 0, 0, 0)),    # 1x1, more outputs than a tile
+    ((1, 3, 10, 9), (2, 2, 9, 3), (1, 1), (0, 1, 0, 1)),    # more channels and a wider row than BK
 ]
 
 
@@ -275,7 +283,7 @@ def test_every_launch_matches_a_precompiled_signature(ops, monkeypatch):
     y, saved = ops.max_pool_forward(x, (2, 2), (1, 1), (0, 0, 0, 0), True)
     ops.max_pool_backward(y, saved)
     ops.relu(x)
-    loss, probs = ops.softmax_cross_entropy(rand(rng, 2, 3), np.array([0, 2]), np.ones(3, np.float32))
+    _, probs = ops.softmax_cross_entropy(rand(rng, 2, 3), np.array([0, 2]), np.ones(3, np.float32))
     ops.softmax_cross_entropy_backward(probs, np.array([0, 2]), None, 1.0)
     ops.dropout_mask((5,), 0.5, 1, 0, np.float32)
     p = rand(rng, 4)

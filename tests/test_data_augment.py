@@ -123,3 +123,20 @@ def test_input_checks(img):
     before = img.copy()
     Augment.standard().apply(img, 0, 0)
     np.testing.assert_array_equal(img, before)
+
+
+def test_exact_fast_path_agrees_with_the_kernel(img):
+    from minicnn.data.augment import _exact_view, warp_affine
+    lut = np.arange(256, dtype=np.uint8)
+    for k in range(4):
+        for flip in (1.0, -1.0):
+            t = math.radians(90 * k)
+            m = np.array([[round(math.cos(t)) * flip, -round(math.sin(t)), 0.0],
+                          [round(math.sin(t)) * flip, round(math.cos(t)), 0.0], [0.0, 0.0, 1.0]])
+            view = _exact_view(img, m)
+            assert view is not None
+            slow = np.empty_like(img)
+            warp_affine(img, m, lut, 2, slow)
+            np.testing.assert_array_equal(view, slow)
+    assert _exact_view(img, np.array([[1.0, 0, 0.5], [0, 1, 0], [0, 0, 1]])) is None
+    assert _exact_view(img[:, :10], np.array([[0.0, -1, 0], [1, 0, 0], [0, 0, 1]])) is None

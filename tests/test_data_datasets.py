@@ -301,3 +301,23 @@ def test_gtsrb(tmp_path):
         f.write(text.replace("ClassId", "Class"))
     with pytest.raises(DatasetError, match="GT-00002.csv: missing column"):
         GTSRB(root)
+
+
+def test_gtsrb_roi_crops_the_box(tmp_path):
+    root = synthetic.gtsrb(tmp_path, n_classes=2, tracks=1, per_track=2, n_test_per_class=1)
+    full, roi = GTSRB(root), GTSRB(root, roi=True)
+    x1, y1, x2, y2 = roi.boxes[1]
+    np.testing.assert_array_equal(roi[1][0], full[1][0][y1:y2 + 1, x1:x2 + 1])
+    assert roi.fingerprint() != full.fingerprint()
+
+
+def test_ham_dataverse_tab_file(ham_root, tmp_path):
+    root = tmp_path / "tab"
+    shutil.copytree(ham_root, root)
+    rows = read_rows(root / "HAM10000_metadata.csv")
+    os.remove(root / "HAM10000_metadata.csv")
+    with open(root / "HAM10000_metadata.tab", "w", newline="") as f:
+        csv.writer(f, delimiter="\t").writerows(rows)
+    ds, reference = HAM10000(root), HAM10000(ham_root)
+    np.testing.assert_array_equal(ds.labels, reference.labels)
+    np.testing.assert_array_equal(ds.groups, reference.groups)

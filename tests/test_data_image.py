@@ -98,3 +98,11 @@ def test_errors_name_the_file(tmp_path):
     (tmp_path / "t.jpg").write_bytes(data[: len(data) // 2])
     with pytest.raises(CorruptImageError, match="t.jpg"):
         decode_image(tmp_path / "t.jpg", 16)
+
+
+def test_a_box_within_one_percent_is_cropped_not_resampled():
+    img = np.random.default_rng(0).integers(0, 256, (225, 300, 3), dtype=np.uint8)
+    out = resize_array(img, 224, fit="crop")          # box 225x225 -> centre 224x224
+    np.testing.assert_array_equal(out, img[0:224, 37:261])   # box x = 37..261, 1 px spare
+    far = resize_array(img, 200, fit="crop")            # 12% larger: resampled
+    assert far.shape == (200, 200, 3) and not np.array_equal(far, img[12:212, 50:250])

@@ -7,16 +7,17 @@ import numpy as np
 import pytest
 
 from minicnn.data import (
+    HAM10000,
     Augment,
     ClassBalancedSampler,
     CorruptImageError,
     DataLoader,
     DatasetError,
-    HAM10000,
     ImageFolder,
     split,
     synthetic,
 )
+from minicnn.data import cache as cache_module
 from minicnn.data.cache import DiskCache
 from minicnn.preprocess import preprocess_input
 
@@ -24,6 +25,12 @@ from minicnn.preprocess import preprocess_input
 @pytest.fixture(scope="module")
 def ham_root(tmp_path_factory):
     return synthetic.ham10000(tmp_path_factory.mktemp("ham") / "HAM", n_images=30, seed=2, image_size=(40, 30))
+
+
+def forget_open_caches():
+    """What a new process sees: no cache objects open, no locks held by this one."""
+    for cache in list(cache_module._OPEN.values()):
+        cache.close()
 
 
 def collect(loader):
@@ -45,7 +52,7 @@ def test_batches_cover_the_data_in_order(ham_root):
 
 def test_shuffle_and_augment_depend_on_seed_and_epoch_only(ham_root):
     ds = HAM10000(ham_root, image_size=16)
-    kw = dict(batch_size=7, shuffle=True, augment=Augment.standard(seed=1), seed=3, progress=False)
+    kw = {"batch_size": 7, "shuffle": True, "augment": Augment.standard(seed=1), "seed": 3, "progress": False}
     serial = DataLoader(ds, workers=0, **kw)
     threaded = DataLoader(ds, workers=2, **kw)
     e0, e1 = collect(serial), collect(serial)           # epochs 0 and 1 (advances by itself)
@@ -82,7 +89,7 @@ def test_state_dict_mid_epoch(ham_root):
 
 def test_preprocess_and_sampler(ham_root):
     ds = HAM10000(ham_root, image_size=8)
-    x, y = next(iter(DataLoader(ds, batch_size=5, preprocess="caffe", workers=0, progress=False)))
+    x, _ = next(iter(DataLoader(ds, batch_size=5, preprocess="caffe", workers=0, progress=False)))
     assert x.dtype == np.float32
     np.testing.assert_array_equal(x, preprocess_input(np.stack([ds[i][0] for i in range(5)]), "caffe"))
     sampler = ClassBalancedSampler(ds.labels, num_samples=21, seed=0)
@@ -110,7 +117,7 @@ def test_disk_cache_means_no_decoding_after_the_first_pass(ham_root, tmp_path, m
         raise AssertionError("decoded a file although the cache is complete")
 
     monkeypatch.setattr(HAM10000, "load_image", no_decoding)
-    monkeypatch.setattr("minicnn.data.cache._OPEN", {})               # as in a new process
+    forget_open_caches()                                               # as in a new process
     again = collect(DataLoader(train, batch_size=6, cache_dir=cache, workers=2, progress=False))
     for (a, la), (b, lb) in zip(first, again):
         np.testing.assert_array_equal(a, b)
@@ -132,9 +139,9 @@ def test_interrupted_first_pass_resumes(ham_root, tmp_path, monkeypatch):
     it = iter(loader)
     next(it), next(it)
     it.close()                                      # stop early: state flushed for what was done
-    state = np.load([tmp_path / f for f in os.listdir(tmp_path) if f.endswith(".state.npy")][0])
+    state = np.load(next(tmp_path / f for f in os.listdir(tmp_path) if f.endswith(".state.npy")))
     assert state.sum() >= 10 and state.sum() < 30
-    monkeypatch.setattr("minicnn.data.cache._OPEN", {})
+    forget_open_caches()
     decoded = []
     original = HAM10000.load_image
     monkeypatch.setattr(HAM10000, "load_image", lambda self, i: decoded.append(i) or original(self, i))
@@ -179,3 +186,49 @@ def test_mixed_sizes_need_image_size(tmp_path):
     from minicnn.data import ChestXRay
     with pytest.raises(DatasetError, match="image_size"):
         collect(DataLoader(ChestXRay(root), batch_size=6, workers=0, progress=False))
+
+
+def test_return_index_and_progress_bar_on_first_pass_only(ham_root, capsys):
+    ds = HAM10000(ham_root, image_size=8)
+    loader = DataLoader(ds, batch_size=8, shuffle=True, workers=0, return_index=True)
+    seen = []
+    for x, y, idx in loader:
+        np.testing.assert_array_equal(y, ds.labels[idx])
+        np.testing.assert_array_equal(x[0], ds[int(idx[0])][0])
+        seen += idx.tolist()
+    assert sorted(seen) == list(range(len(ds)))
+    assert "decoding" in capsys.readouterr().err
+    list(loader)
+    assert "batch" not in capsys.readouterr().err
+
+
+def test_medmnist_through_the_cache(tmp_path):
+    from minicnn.data import MedMNIST
+    path = synthetic.medmnist(tmp_path / "pneumoniamnist.npz", "pneumoniamnist", size=28, n_train=10, n_val=2,
+                              n_test=2)
+    ds = MedMNIST(path, "train", image_size=20)
+    first = collect(DataLoader(ds, batch_size=4, cache_dir=tmp_path / "c", workers=2, progress=False))
+    again = collect(DataLoader(ds, batch_size=4, cache_dir=tmp_path / "c", workers=2, progress=False))
+    for (a, _), (b, _) in zip(first, again):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(first[0][0][1], ds[1][0])
+    assert first[0][0].shape == (4, 20, 20, 3)
+
+
+def test_a_cache_being_filled_by_another_process_is_left_alone(ham_root, tmp_path):
+    import fcntl
+    ds = HAM10000(ham_root, image_size=8)
+    stem = os.path.join(tmp_path, f"ham10000-{ds.fingerprint()}")
+    with open(stem + ".lock", "a") as other:       # another open file = another holder, as another process
+        fcntl.flock(other.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.warns(UserWarning, match="another process is filling the cache"):
+            loader = DataLoader(ds, batch_size=10, cache_dir=tmp_path, workers=0, progress=False)
+        assert loader.cache is None
+        assert sum(len(y) for _, y in loader) == 30
+        assert not os.path.exists(stem + ".partial.npy")
+    # once released, the cache fills; when complete it is opened read-only without the lock
+    collect(DataLoader(ds, batch_size=10, cache_dir=tmp_path, workers=0, progress=False))
+    forget_open_caches()
+    with open(stem + ".lock", "a") as other:
+        fcntl.flock(other.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        assert DataLoader(ds, batch_size=10, cache_dir=tmp_path, workers=0, progress=False).cache.complete

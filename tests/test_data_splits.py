@@ -2,14 +2,16 @@
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sklearn.utils.class_weight import compute_class_weight
 
 from minicnn.data import (
+    HAM10000,
     ArrayDataset,
     ChestXRay,
     ClassBalancedSampler,
     DatasetError,
-    HAM10000,
     Subset,
     check_no_leakage,
     class_weights,
@@ -139,3 +141,25 @@ def test_balanced_sampler():
     np.testing.assert_array_equal(idx, sampler.indices(0))
     assert not np.array_equal(idx, sampler.indices(1))
     assert len(sampler) == 30000
+
+
+@settings(max_examples=40, deadline=None)
+@given(sizes=st.lists(st.integers(1, 5), min_size=3, max_size=60),
+       n_classes=st.integers(1, 4), seed=st.integers(0, 2**31 - 1),
+       fractions=st.sampled_from([(0.6, 0.2, 0.2), (0.8, 0.2), (0.5, 0.25, 0.25), (0.34, 0.33, 0.33)]))
+def test_split_properties(sizes, n_classes, seed, fractions):
+    """Any group structure: a partition, no group in two parts, every class divided to within one group."""
+    rng = np.random.default_rng(seed)
+    group_labels = rng.integers(0, n_classes, len(sizes))
+    labels = np.repeat(group_labels, sizes)
+    groups = np.repeat([f"g{i}" for i in range(len(sizes))], sizes)
+    ds = ArrayDataset(np.zeros((len(labels), 1, 1, 3), np.uint8), labels, [str(c) for c in range(n_classes)],
+                      groups=groups)
+    parts = split(ds, fractions, seed=seed)
+    assert sorted(np.concatenate([p.indices for p in parts]).tolist()) == list(range(len(ds)))
+    check_no_leakage(*parts)
+    for c in range(n_classes):
+        total = (labels == c).sum()
+        largest = max([s for s, g in zip(sizes, group_labels) if g == c], default=0)
+        for p, f in zip(parts, fractions):
+            assert abs((p.labels == c).sum() - f * total) <= largest + 1e-9

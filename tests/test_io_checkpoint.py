@@ -5,6 +5,8 @@ import os
 import h5py
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import minicnn
 from minicnn import functional as F
@@ -59,9 +61,9 @@ def test_round_trip_is_exact(tmp_path, make_opt):
     model.freeze("conv_a")
     opt = make_opt(model.parameters())
     train_steps(model, opt, 2)
-    state = dict(epoch=7, history={"loss": [1.5, 0.75, float("nan")], "val_acc": [0.5, float("inf")]},
-                 best=np.float32(0.25), counts=np.arange(5, dtype=np.int16), flags=(True, None, "x"),
-                 nested={3: {"a": np.zeros((2, 0))}, "k": [np.ones(2), 1]}, note="text", step=np.int64(12))
+    state = {"epoch": 7, "history": {"loss": [1.5, 0.75, float("nan")], "val_acc": [0.5, float("inf")]},
+             "best": np.float32(0.25), "counts": np.arange(5, dtype=np.int16), "flags": (True, None, "x"),
+             "nested": {3: {"a": np.zeros((2, 0))}, "k": [np.ones(2), 1]}, "note": "text", "step": np.int64(12)}
     save_checkpoint(tmp_path / "c.h5", model, opt, **state)
     rng_at_save = minicnn.random.get_state()
 
@@ -156,6 +158,12 @@ def test_refusals(tmp_path):
     assert not (tmp_path / "x.h5").exists() and not list(tmp_path.glob(".*.tmp"))
 
 
+def test_long_history_beyond_the_attribute_limit(tmp_path):
+    history = {"batch_loss": [float(v) for v in np.random.default_rng(0).random(20_000)], "note": "x" * 70_000}
+    save_checkpoint(tmp_path / "c.h5", small_model(), history=history)
+    assert_tree_equal(load_checkpoint(tmp_path / "c.h5")["history"], history)
+
+
 def test_layout_is_plain_hdf5_without_pickles(tmp_path):
     model = small_model()
     opt = optim.Adam(model.parameters())
@@ -170,3 +178,33 @@ def test_layout_is_plain_hdf5_without_pickles(tmp_path):
             if isinstance(item, h5py.Dataset):
                 assert item.dtype.kind in "biufc", name
         f.visititems(no_objects)
+
+
+# ---- any nested state survives the HDF5 encoding unchanged --------------------------------
+
+KEYS = st.one_of(st.integers(-5, 1000), st.text("abcXYZ019_-. ", min_size=1, max_size=8)).filter(
+    lambda k: k not in (".",))
+DTYPES = st.sampled_from([np.bool_, np.int8, np.int64, np.uint16, np.float16, np.float32, np.float64, np.complex64])
+ARRAYS = st.builds(lambda dtype, shape, seed: np.random.default_rng(seed).normal(size=shape).astype(dtype) * 3,
+                   DTYPES, st.lists(st.integers(0, 3), max_size=3).map(tuple), st.integers(0, 2**16))
+SCALARS = st.builds(lambda a: a.reshape(-1)[0] if a.size else a.dtype.type(0), ARRAYS)
+JSON = st.one_of(st.none(), st.booleans(), st.integers(-2**70, 2**70), st.floats(allow_nan=True), st.text(max_size=6))
+
+
+def unique_str_keys(d):
+    return len({str(k) for k in d}) == len(d)
+
+
+TREES = st.recursive(
+    st.one_of(JSON, ARRAYS, SCALARS, st.lists(JSON, max_size=3)),
+    lambda children: st.one_of(st.lists(children, max_size=3), st.lists(children, max_size=3).map(tuple),
+                               st.dictionaries(KEYS, children, max_size=3).filter(unique_str_keys)),
+    max_leaves=12)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.dictionaries(KEYS, TREES, max_size=4).filter(unique_str_keys))
+def test_any_state_tree_round_trips(tree):
+    with h5py.File("mem.h5", "w", driver="core", backing_store=False) as f:
+        ckpt.encode_tree(f.create_group("state"), tree)
+        assert_tree_equal(ckpt.decode_tree(f["state"]), tree)

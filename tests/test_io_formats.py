@@ -240,9 +240,11 @@ def test_every_layout_gives_the_same_vgg16_arrays(tmp_path):
         assert_layers(weights, expected)
 
 
-def test_notop_parameter_count_matches_keras(tmp_path):
-    path = write_synthetic_vgg16(tmp_path / "a.h5", "A", input_shape=(32, 32, 3))
+def test_notop_parameter_count_and_file_size_match_the_spec(tmp_path):
+    path = write_synthetic_vgg16(tmp_path / "a.h5", "A", input_shape=(32, 32, 3))  # conv shapes: any input size
     assert read_keras_weights(path).parameter_count() == 14_714_688
+    # the spec's reconstruction of the applications file (which Keras loads) is 58,888,896 bytes
+    assert (tmp_path / "a.h5").stat().st_size == 58_888_896
 
 
 # ---- files that are not Keras weights ---------------------------------------------------
@@ -252,7 +254,8 @@ def test_not_hdf5_and_truncated_and_foreign_hdf5(tmp_path):
     with pytest.raises(WeightsError, match=r"text\.h5.*not a readable HDF5 file.*signature"):
         read_keras_weights(tmp_path / "text.h5")
     path = write_synthetic_vgg16(tmp_path / "full.h5", "A", input_shape=(32, 32, 3))
-    data = open(path, "rb").read()
+    with open(path, "rb") as handle:
+        data = handle.read()
     (tmp_path / "cut.h5").write_bytes(data[: len(data) // 2])
     with pytest.raises(WeightsError, match=r"cut\.h5.*truncated"):
         read_keras_weights(tmp_path / "cut.h5")

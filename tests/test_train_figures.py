@@ -6,7 +6,7 @@ from PIL import Image
 
 import minicnn
 from minicnn import figures, nn
-from minicnn.train.inspect import activations, gradcam
+from minicnn.train.explain import activations, gradcam
 
 
 @pytest.fixture(params=["matplotlib", "pillow"])

@@ -69,3 +69,34 @@ def conv_direct_backward_weights(x, g2, kh, kw, sh, sw, pt, pl, oh, ow, partial)
                         xv = x[bi, hi, wi, ci]
                         for o in range(co):
                             partial[t, base + ci, o] += xv * g2[r, o]
+
+
+@njit(parallel=True, fastmath=True, cache=True)
+def conv_direct_backward_data(g, w, sh, sw, pt, pl, gx):
+    """gx[n, h, x, c] = sum over (p, q, i, j) with i*sh + p = h + pt, j*sw + q = x + pl of
+    sum_o g[n, i, j, o] * w[p, q, c, o]: one length-cout dot product per (tap, channel),
+    contiguous in both g and w. Parallel over input rows (n, h); for few channels c."""
+    n, h, wd, c = gx.shape
+    kh, kw, _, co = w.shape
+    _, oh, ow, _ = g.shape
+    for r in prange(n * h):
+        bi = r // h
+        hh = r - bi * h
+        for xx in range(wd):
+            for ci in range(c):
+                gx[bi, hh, xx, ci] = 0.0
+            for p in range(kh):
+                ti = hh + pt - p
+                if ti < 0 or ti % sh != 0 or ti // sh >= oh:
+                    continue
+                i = ti // sh
+                for q in range(kw):
+                    tj = xx + pl - q
+                    if tj < 0 or tj % sw != 0 or tj // sw >= ow:
+                        continue
+                    j = tj // sw
+                    for ci in range(c):
+                        acc = 0.0
+                        for o in range(co):
+                            acc += g[bi, i, j, o] * w[p, q, ci, o]
+                        gx[bi, hh, xx, ci] += acc

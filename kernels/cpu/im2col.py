@@ -77,16 +77,17 @@ def col2im(cols, kh, kw, sh, sw, pt, pl, oh, ow, gx):
                         gx[b, hh, ww, ci] += cols[row, base + ci]
 
 
-@njit(parallel=True, cache=True)
+@njit(nogil=True, cache=True)
 def im2col_rows(x, kh, kw, sh, sw, pt, pl, oh, ow, r0, r1, cols):
     """The rows r0 <= r < r1 of im2col(x), written to cols[0 : r1 - r0].
 
     Row r is the flat output pixel r = (n*OH + i)*OW + j, so a convolution can
     run in tiles of rows small enough that a tile's columns are still in cache
-    when its GEMM reads them. Parallel over the tile's pixels.
+    when its GEMM reads them. Serial and without the GIL: the backend runs one
+    tile per thread, each thread doing im2col, GEMM and epilogue on its own tile.
     """
     _, h, w, c = x.shape
-    for r in prange(r0, r1):
+    for r in range(r0, r1):
         j = r % ow
         t = r // ow
         i = t % oh
@@ -111,3 +112,4 @@ def im2col_new(x, kh, kw, sh, sw, pt, pl, oh, ow):
     cols = np.empty((n * oh * ow, kh * kw * c), x.dtype)
     im2col(x, kh, kw, sh, sw, pt, pl, oh, ow, cols)
     return cols
+

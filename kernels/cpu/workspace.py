@@ -4,10 +4,11 @@ Touching fresh memory is slow on small VMs (a new 150 MB array costs about
 twice as much to fill as one already mapped), and a VGG training step would
 otherwise allocate and fault in hundreds of MB per batch. Two kinds of reuse:
 
-* ``scratch(role, shape, dtype)``: one flat buffer per (role, dtype), grown to
-  the largest request and handed out as a view. It is valid only until the
-  next request for the same role, so only temporaries that never leave a
-  backend call (im2col columns, masked gradients) may live there.
+* ``scratch(role, shape, dtype)``: one flat buffer per (role, dtype, calling
+  thread), grown to the largest request and handed out as a view. It is valid
+  only until the next request for the same role from the same thread, so only
+  temporaries that never leave a backend call (im2col columns, masked
+  gradients) may live there.
 * ``output(shape, dtype)``: a fresh-looking array for a result that leaves the
   backend (an activation, a gradient). A pooled array is handed out again
   only when nothing but the pool refers to it -- no Tensor, no autograd
@@ -20,6 +21,7 @@ Arrays created here never import or know about minicnn Tensors.
 from __future__ import annotations
 
 import sys
+import threading
 from collections import OrderedDict
 
 import numpy as np
@@ -46,6 +48,7 @@ class Workspaces:
         self.max_free_bytes = max_free_bytes
         self._scratch: dict = {}
         self._pool: OrderedDict = OrderedDict()   # (shape, dtype) -> [arrays]
+        self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
 
@@ -53,7 +56,7 @@ class Workspaces:
         """A C-contiguous view of ``shape`` into the buffer of ``role``; contents undefined."""
         dtype = np.dtype(dtype)
         size = int(np.prod(shape))
-        key = (role, dtype.str)
+        key = (role, dtype.str, threading.get_ident())
         buf = self._scratch.get(key)
         if buf is None or buf.size < size:
             buf = np.empty(max(size, 1), dtype)
@@ -62,6 +65,10 @@ class Workspaces:
 
     def output(self, shape: tuple, dtype) -> np.ndarray:
         """An array of ``shape`` that no one else references; contents undefined."""
+        with self._lock:
+            return self._output(shape, dtype)
+
+    def _output(self, shape: tuple, dtype) -> np.ndarray:
         key = (tuple(int(s) for s in shape), np.dtype(dtype).str)
         arrays = self._pool.get(key)
         if arrays is not None:

@@ -26,10 +26,23 @@ from __future__ import annotations
 
 from numba import cuda, float32, int64
 
-from kernels.cuda.gemm import (A_COLS, A_LOADS, B_COLS, B_LOADS, BK, BM, BN, TM, TN, THREADS, load_tile_b,
-                               multiply_tiles, store_tile, zero_accumulators)
+from kernels.cuda.gemm import (
+    A_COLS,
+    A_LOADS,
+    B_COLS,
+    B_LOADS,
+    BK,
+    BM,
+    BN,
+    THREADS,
+    TM,
+    TN,
+    load_tile_b,
+    multiply_tiles,
+    store_tile,
+    zero_accumulators,
+)
 from kernels.cuda.indexing import grid_stride
-
 
 # ---- im2col / col2im -------------------------------------------------------------------
 
@@ -95,13 +108,55 @@ def col2im(cols, gx, kh, kw, sh, sw, pt, pl, oh, ow):
 
 
 # ---- implicit GEMM -----------------------------------------------------------------------
+#
+# Integer division is slow on a GPU (int64: a long software routine), so no
+# kernel divides inside its K loop. Each thread decodes its positions once and
+# then steps them by BK per slice with carries (step_kernel_position,
+# step_output_pixel). With THREADS % BK == 0 every load of a thread sits in the
+# same column kk = tid % BK of the A tile, so one position per thread serves
+# all its loads.
+
+
+@cuda.jit(device=True)
+def step_kernel_position(pos, step, kw, depth):
+    """Advance pos = (p, q, d) by ``step`` in (p, q, d) order, d fastest, ``depth`` values of d."""
+    pos[2] += step
+    while pos[2] >= depth:
+        pos[2] -= depth
+        pos[1] += 1
+        if pos[1] == kw:
+            pos[1] = 0
+            pos[0] += 1
+
+
+@cuda.jit(device=True)
+def decode_kernel_position(pos, k, kw, depth):
+    """pos = (p, q, d) with k = (p*KW + q)*depth + d (done once per thread)."""
+    pq = k // depth
+    pos[0] = pq // kw
+    pos[1] = pq - pos[0] * kw
+    pos[2] = k - pq * depth
+
+
+@cuda.jit(device=True)
+def step_output_pixel(pix, s, step, oh, ow):
+    """Advance pix[s] = (n, i, j) by ``step`` output pixels in row-major order."""
+    pix[s, 2] += step
+    while pix[s, 2] >= ow:
+        pix[s, 2] -= ow
+        pix[s, 1] += 1
+        if pix[s, 1] == oh:
+            pix[s, 1] = 0
+            pix[s, 0] += 1
+
 
 @cuda.jit
 def conv2d_forward_implicit(x, w, bias, y, has_bias, relu, kw, sh, sw, pt, pl, oh, ow):
     """y[0, (n*OH + i)*OW + j, o] = act(bias[o] + sum_{p,q,c} xpad[n, i*sh+p, j*sw+q, c] w[(p*KW+q)*C+c, o]).
 
-    x (N, H, W, C); w (K, Co); y (1, M, Co). A tile element (r, kk) is row m0 + r
-    of im2col(x), gathered on the fly; consecutive threads walk along c.
+    x (N, H, W, C); w (K, Co); y (1, M, Co). The A tile element (r, kk) is
+    im2col(x)[m0 + r, k0 + kk], gathered on the fly; consecutive threads walk along c.
+    Moves about (Co / BN) * |x| * 4 bytes of x (cached re-reads) plus the GEMM's W and Y traffic.
     """
     _, h, width, c_in = x.shape
     big_m = y.shape[1]
@@ -113,34 +168,32 @@ def conv2d_forward_implicit(x, w, bias, y, has_bias, relu, kw, sh, sw, pt, pl, o
     tid = cuda.threadIdx.x
     m0 = cuda.blockIdx.x * BM
     n0 = cuda.blockIdx.y * BN
-    # the image n and the window corner (h0, w0) of the rows this thread loads
+    kk = tid % BK
+    # the image n and window corner (h0, w0) of the output rows this thread loads
     img = cuda.local.array(A_LOADS, int64)
     h0 = cuda.local.array(A_LOADS, int64)
     w0 = cuda.local.array(A_LOADS, int64)
     for s in range(A_LOADS):
-        m = m0 + (tid + s * THREADS) // BK
+        m = m0 + tid // BK + s * (THREADS // BK)
         img[s] = m // (oh * ow) if m < big_m else -1
         rest = m - img[s] * oh * ow
         h0[s] = (rest // ow) * sh - pt
         w0[s] = (rest % ow) * sw - pl
+    kpos = cuda.local.array(3, int64)   # (p, q, c) of column k0 + kk
+    decode_kernel_position(kpos, kk, kw, c_in)
     for k0 in range(0, big_k, BK):
         for s in range(A_LOADS):
-            e = tid + s * THREADS
-            r = e // BK
-            kk = e - r * BK
-            k = k0 + kk
-            pq = k // c_in
-            p = pq // kw
-            hi = h0[s] + p
-            wi = w0[s] + pq - p * kw
+            hi = h0[s] + kpos[0]
+            wi = w0[s] + kpos[1]
             v = float32(0.0)
-            if img[s] >= 0 and k < big_k and 0 <= hi < h and 0 <= wi < width:
-                v = x[img[s], hi, wi, k - pq * c_in]
-            a_tile[kk, r] = v
+            if img[s] >= 0 and k0 + kk < big_k and 0 <= hi < h and 0 <= wi < width:
+                v = x[img[s], hi, wi, kpos[2]]
+            a_tile[kk, tid // BK + s * (THREADS // BK)] = v
         load_tile_b(w, 0, b_tile, k0, n0, big_k, y.shape[2], tid)
         cuda.syncthreads()
         multiply_tiles(a_tile, b_tile, acc, tid)
         cuda.syncthreads()
+        step_kernel_position(kpos, BK, kw, c_in)
     store_tile(y, 0, acc, m0, n0, bias, has_bias, relu, tid)
 
 
@@ -151,6 +204,7 @@ def conv2d_backward_data_implicit(gy, w, gx, h, width, sh, sw, pt, pl):
 
     gy (N, OH, OW, Co); w (KH, KW, C, Co); gx (1, N*H*W, C). GEMM with
     K = KH*KW*Co ordered (p, q, o): consecutive threads walk along o of gy and of w.
+    Moves about (C / BN) * |gy| * 4 bytes of gy plus |w| per row tile and |gx| * 4 out.
     """
     _, oh, ow, co = gy.shape
     kh, kw, c_in, _ = w.shape
@@ -163,48 +217,42 @@ def conv2d_backward_data_implicit(gy, w, gx, h, width, sh, sw, pt, pl):
     tid = cuda.threadIdx.x
     m0 = cuda.blockIdx.x * BM
     n0 = cuda.blockIdx.y * BN
+    kk = tid % BK
     # the image n and padded position (h + pt, w + pl) of the rows this thread loads
     img = cuda.local.array(A_LOADS, int64)
     hp = cuda.local.array(A_LOADS, int64)
     wp = cuda.local.array(A_LOADS, int64)
     for s in range(A_LOADS):
-        m = m0 + (tid + s * THREADS) // BK
+        m = m0 + tid // BK + s * (THREADS // BK)
         img[s] = m // (h * width) if m < big_m else -1
         rest = m - img[s] * h * width
         hp[s] = rest // width + pt
         wp[s] = rest % width + pl
+    kpos = cuda.local.array(3, int64)   # (p, q, o) of column k0 + kk
+    decode_kernel_position(kpos, kk, kw, co)
     for k0 in range(0, big_k, BK):
+        inside_k = k0 + kk < big_k
         for s in range(A_LOADS):
-            e = tid + s * THREADS
-            r = e // BK
-            kk = e - r * BK
-            k = k0 + kk
-            pq = k // co
-            p = pq // kw
-            ti = hp[s] - p
-            tj = wp[s] - (pq - p * kw)
-            i = ti // sh
-            j = tj // sw
+            ti = hp[s] - kpos[0]
+            tj = wp[s] - kpos[1]
+            i = ti if sh == 1 else ti // sh
+            j = tj if sw == 1 else tj // sw
             v = float32(0.0)
-            if (img[s] >= 0 and k < big_k and ti >= 0 and tj >= 0 and i * sh == ti and j * sw == tj
+            if (img[s] >= 0 and inside_k and ti >= 0 and tj >= 0 and i * sh == ti and j * sw == tj
                     and i < oh and j < ow):
-                v = gy[img[s], i, j, k - pq * co]
-            a_tile[kk, r] = v
-        # b_tile[kk, cc] = W'[k0 + kk, n0 + cc] = w[p, q, n0 + cc, o]; threads walk along o
+                v = gy[img[s], i, j, kpos[2]]
+            a_tile[kk, tid // BK + s * (THREADS // BK)] = v
+        # b_tile[kk, cc] = W'[k0 + kk, n0 + cc] = w[p, q, n0 + cc, o]
         for s in range(B_LOADS):
-            e = tid + s * THREADS
-            cc = e // BK
-            kk = e - cc * BK
-            k = k0 + kk
-            c = n0 + cc
-            pq = k // co
+            cc = tid // BK + s * (THREADS // BK)
             v = float32(0.0)
-            if k < big_k and c < c_in:
-                v = w[pq // kw, pq - (pq // kw) * kw, c, k - pq * co]
+            if inside_k and n0 + cc < c_in:
+                v = w[kpos[0], kpos[1], n0 + cc, kpos[2]]
             b_tile[kk, cc] = v
         cuda.syncthreads()
         multiply_tiles(a_tile, b_tile, acc, tid)
         cuda.syncthreads()
+        step_kernel_position(kpos, BK, kw, co)
     store_tile(gx, 0, acc, m0, n0, gx[0, 0], False, False, tid)  # no bias
 
 
@@ -214,13 +262,15 @@ def conv2d_backward_weights_implicit(x, gy, gw, kw, sh, sw, pt, pl, ow, m_split)
 
     x (N, H, W, C); gy (M, Co) with M = N*OH*OW; gw (splits, K, Co), summed over
     z afterwards by ``reduce.column_sum``. The A tile is im2col(x).T: its rows
-    are kernel positions (p, q, c), decoded once per thread; consecutive
-    threads walk along c. Launch: grid (ceil(K / BM), ceil(Co / BN), splits).
+    are kernel positions (p, q, c), decoded once per thread, and consecutive
+    threads walk along c; its columns are output pixels m = (n, i, j), stepped
+    per slice. Launch: grid (ceil(K / BM), ceil(Co / BN), splits).
+    Moves about (K / BM) * |x| * 4 + (K / BM) * |gy| * 4 bytes in, splits * |gw| * 4 out.
     """
-    n_img, h, width, c_in = x.shape
+    _, h, width, c_in = x.shape
     big_m = gy.shape[0]
     rows = gw.shape[1]
-    ohw = big_m // n_img
+    oh = big_m // (x.shape[0] * ow)
     a_tile = cuda.shared.array((BK, A_COLS), float32)
     b_tile = cuda.shared.array((BK, B_COLS), float32)
     acc = cuda.local.array((TM, TN), float32)
@@ -231,31 +281,33 @@ def conv2d_backward_weights_implicit(x, gy, gw, kw, sh, sw, pt, pl, ow, m_split)
     z = cuda.blockIdx.z
     k_begin = z * m_split
     k_end = min(big_m, k_begin + m_split)
-    # the kernel position (p - pt, q - pl, c) of the rows this thread loads
+    # per load s: the kernel position (p - pt, q - pl, c) of its row, and the pixel (n, i, j) of its column
     dh = cuda.local.array(A_LOADS, int64)
     dw = cuda.local.array(A_LOADS, int64)
     ch = cuda.local.array(A_LOADS, int64)
+    pix = cuda.local.array((A_LOADS, 3), int64)
     for s in range(A_LOADS):
-        row = m0 + (tid + s * THREADS) % BM
+        e = tid + s * THREADS
+        row = m0 + e % BM
         pq = row // c_in
         ch[s] = row - pq * c_in if row < rows else -1
         dh[s] = pq // kw - pt
         dw[s] = pq % kw - pl
+        m = k_begin + e // BM
+        pix[s, 0] = m // (oh * ow)
+        rest = m - pix[s, 0] * oh * ow
+        pix[s, 1] = rest // ow
+        pix[s, 2] = rest - pix[s, 1] * ow
     for k0 in range(k_begin, k_end, BK):
         for s in range(A_LOADS):
             e = tid + s * THREADS
-            kk = e // BM
-            r = e - kk * BM
-            m = k0 + kk
-            n = m // ohw
-            rest = m - n * ohw
-            i = rest // ow
-            hi = i * sh + dh[s]
-            wi = (rest - i * ow) * sw + dw[s]
+            hi = pix[s, 1] * sh + dh[s]
+            wi = pix[s, 2] * sw + dw[s]
             v = float32(0.0)
-            if ch[s] >= 0 and m < k_end and 0 <= hi < h and 0 <= wi < width:
-                v = x[n, hi, wi, ch[s]]
-            a_tile[kk, r] = v
+            if ch[s] >= 0 and k0 + e // BM < k_end and 0 <= hi < h and 0 <= wi < width:
+                v = x[pix[s, 0], hi, wi, ch[s]]
+            a_tile[e // BM, e % BM] = v
+            step_output_pixel(pix, s, BK, oh, ow)
         load_tile_b(gy, 0, b_tile, k0, n0, k_end, gw.shape[2], tid)
         cuda.syncthreads()
         multiply_tiles(a_tile, b_tile, acc, tid)

@@ -6,7 +6,9 @@ A block owns a BM x BN tile of C. It walks K in slices of BK: the threads copy
 a BM x BK tile of A and a BK x BN tile of B into shared memory, wait, and each
 thread multiplies out its TM x TN sub-tile of C, kept in registers (``acc``).
 Thread (ty, tx) owns rows ``ty + TY*i`` and columns ``tx + TX*j``: strided, so a
-warp reads 32 different banks of ``b_tile`` and stores 32 neighbouring columns.
+warp (16 x 2 threads) reads 16 neighbouring words of ``b_tile`` (no bank
+conflict) and 2 of ``a_tile`` (broadcast), and stores runs of 16 neighbouring
+columns of C (coalesced).
 
 Per BK slice one thread does TM*TN*BK fused multiply-adds for (TM + TN)*BK
 shared-memory loads: with 8 x 8 that is 4 FMAs per load, enough to keep the
@@ -37,13 +39,15 @@ def set_tile(bm: int, bn: int, bk: int, tm: int, tn: int) -> None:
     in at first launch; the simulator reads them at every launch, so a test can
     switch (conv.py imports them, so copy them there too)."""
     global BM, BN, BK, TM, TN, TY, TX, THREADS, A_LOADS, B_LOADS, A_COLS, B_COLS
+    threads = (bm // tm) * (bn // tn)
+    if bm % tm or bn % tn or (bm * bk) % threads or (bk * bn) % threads or threads % bk:
+        raise ValueError(f"tile {(bm, bn, bk, tm, tn)}: tile loads must split evenly over the "
+                         f"{threads} threads, and THREADS % BK == 0")
     BM, BN, BK, TM, TN = bm, bn, bk, tm, tn
     A_COLS, B_COLS = BM + PAD, BN + PAD   # shared tiles are (BK, A_COLS) and (BK, B_COLS)
     TY, TX = BM // TM, BN // TN
     THREADS = TX * TY
     A_LOADS, B_LOADS = BM * BK // THREADS, BK * BN // THREADS
-    if A_LOADS * THREADS != BM * BK or B_LOADS * THREADS != BK * BN:
-        raise ValueError("tile loads must split evenly over the threads")
 
 
 GPU_TILE = (128, 128, 8, 8, 8)   # 256 threads, 64 accumulators each

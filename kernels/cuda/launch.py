@@ -16,7 +16,8 @@ import warnings
 import numpy as np
 
 from kernels.cuda import conv, elementwise, gemm, reduce
-from kernels.cuda import loss as loss_kernels, pool as pool_kernels
+from kernels.cuda import loss as loss_kernels
+from kernels.cuda import pool as pool_kernels
 
 CONV_ALGORITHMS = ("auto", "implicit", "im2col")
 IM2COL_WORKSPACE_LIMIT = 1 << 30   # bytes; bigger im2col matrices are never tried
@@ -64,6 +65,8 @@ class CudaOps:
     # ---- plumbing ----------------------------------------------------------------------
 
     def launch(self, kernel, grid, block, *args):
+        if 0 in (grid if isinstance(grid, tuple) else (grid,)):
+            return   # an empty output: nothing to compute (CUDA rejects empty grids)
         if self.simulator:
             # the simulator runs splitmix64 on numpy uint64 scalars, which warn when they wrap
             with warnings.catch_warnings():
@@ -88,7 +91,9 @@ class CudaOps:
     def _splits(self, tiles, k):
         """How many slices of K (and the slice length) give about two blocks per SM."""
         target = 2 * self.sm_count
-        splits = 1 if tiles >= target else min(_ceil_div(target, tiles), max(1, k // self.min_k_per_split))
+        splits = 1
+        if 0 < tiles < target:
+            splits = min(_ceil_div(target, tiles), max(1, k // self.min_k_per_split))
         k_split = _ceil_div(_ceil_div(k, splits), gemm.BK) * gemm.BK
         return _ceil_div(k, k_split) if k else 1, max(k_split, gemm.BK)
 
@@ -129,7 +134,7 @@ class CudaOps:
         if splits == 1:
             bias_arr, has_bias = self._bias_or_dummy(bias, dtype)
             self.launch(gemm.matmul, grid, gemm.THREADS, a_c, b_c, out.reshape(1, m, n), trans_a, trans_b,
-                        bias_arr, has_bias, relu, k_split)
+                        bias_arr, has_bias, bool(relu), k_split)
             return out
         partial = xp.empty((splits, m, n), dtype)
         dummy = xp.zeros(1, dtype)
@@ -240,7 +245,7 @@ class CudaOps:
         n, h, wd, c = x.shape
         kh, kw, _, co = w.shape
         _, oh, ow, _ = gy.shape
-        (sh, sw), (pt, pb, pl, pr) = stride, pads
+        (sh, sw), (pt, _, pl, _) = stride, pads
         m, k = n * oh * ow, kh * kw * c
         gy2 = gy.reshape(m, co)
         gx = gw = gb = None
@@ -295,7 +300,7 @@ class CudaOps:
         return y, ((argmax, x.shape, x.dtype, pool, stride, pads) if keep else None)
 
     def max_pool_backward(self, gy, saved):
-        argmax, x_shape, dtype, (ph, pw), (sh, sw), (pt, pb, pl, pr) = saved
+        argmax, x_shape, dtype, (ph, pw), (sh, sw), (pt, _, pl, _) = saved
         gx = self.xp.empty(x_shape, dtype)
         self.launch_flat(pool_kernels.max_pool_backward, gx.size, self.contiguous(gy, dtype), argmax, gx,
                          ph, pw, sh, sw, pt, pl)
@@ -330,8 +335,8 @@ class CudaOps:
         labels, weights, has_weights = self._labels_and_weights(labels, weights, logits.dtype)
         loss_out = self.xp.empty(logits.shape[0], logits.dtype)
         probs = self.xp.empty_like(logits)
-        self.launch_flat(loss_kernels.softmax_cross_entropy, logits.shape[0], logits, labels, weights, has_weights,
-                         loss_out, probs)
+        self.launch_flat(loss_kernels.softmax_cross_entropy, logits.shape[0], logits, labels, weights,
+                         has_weights, loss_out, probs)
         return loss_out, probs
 
     def softmax_cross_entropy_backward(self, probs, labels, weights, scale):
@@ -361,8 +366,9 @@ class CudaOps:
 
     def sgd_update(self, p, g, v, lr, momentum, nesterov, weight_decay):
         self._check_in_place(p, v)
-        self.launch_flat(elementwise.sgd_update, p.size, p.reshape(-1), self.contiguous(g, p.dtype).reshape(-1),
-                         v.reshape(-1), float(lr), float(momentum), bool(nesterov), float(weight_decay))
+        g = self.contiguous(g, p.dtype)
+        self.launch_flat(elementwise.sgd_update, p.size, p.reshape(-1), g.reshape(-1), v.reshape(-1),
+                         float(lr), float(momentum), bool(nesterov), float(weight_decay))
 
     def adam_update(self, p, g, m, v, step, lr, beta1, beta2, eps):
         self._check_in_place(p, m, v)

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
+from threadpoolctl import ThreadpoolController
 
 from kernels.cpu import conv_direct, elementwise, epilogue
 from kernels.cpu import im2col as im2col_kernels
@@ -14,10 +19,16 @@ xp = np
 
 # Layers with fewer input channels than this take the direct (no-GEMM) path.
 _DIRECT_MAX_CHANNELS = 8
-# Column tiles: a forward tile stays in the caches; a weight-gradient tile is
-# larger since every tile adds a (K, cout) partial product into gw.
-_FORWARD_TILE_BYTES = 4 << 20
-_WEIGHT_TILE_BYTES = 16 << 20
+# A column tile is sized to stay in one core's L2 cache while its GEMM reads it.
+_TILE_BYTES = 1 << 20
+_MIN_TILE_ROWS = 512
+_SMALL_TILE_ROWS = 64
+# Threads that run convolution tiles (the calling thread is one of them).
+_THREADS = max(1, int(os.environ.get("NUMBA_NUM_THREADS", os.cpu_count() or 1)))
+_executor = ThreadPoolExecutor(max_workers=max(1, _THREADS - 1), thread_name_prefix="minicnn-cpu")
+_blas = ThreadpoolController().select(user_api="blas")
+# Elementwise updates of fewer elements than this run on the calling thread alone.
+_PARALLEL_MIN_SIZE = 1 << 15
 # Row chunks for reductions (bias and direct weight gradients): a few per thread.
 _CHUNKS = 8
 _EMPTY = {np.dtype(t).str: np.zeros(0, t) for t in (np.float32, np.float64)}
@@ -39,22 +50,106 @@ def _out_size(size, k, s, before, after):
 # ---- convolution ---------------------------------------------------------------------
 #
 # y = act(im2col(x) @ w.reshape(K, cout) + b), K = kh*kw*cin, everything NHWC. The
-# GEMM runs in tiles of output pixels: a tile's columns are built, multiplied and
-# the bias/ReLU applied while the tile is still in cache, and the column buffer
-# is a scratch workspace shared by all layers. Special paths: few input channels
-# (direct loop, K is too thin for BLAS), 1x1 stride 1 (x already is the column
-# matrix). Backward:
-#   g  = gy * 1[y > 0]                         (fused with gb = sum g)
-#   gw = sum over tiles of cols_t^T @ g_t
-#   gx = conv(g, w flipped in space, cin<->cout swapped, pads kh-1-pt, ...)   (stride 1)
-#      = col2im(g @ w^T)                                                       (otherwise)
+# output pixels are cut into tiles of rows; each of _THREADS threads takes tiles in
+# turn and, for its tile, builds the columns, runs a single-threaded GEMM and adds
+# bias/ReLU while the tile is still in its core's cache. One join per pass instead of
+# one per kernel keeps the pass fast on a busy 2-core machine. Special paths: few
+# input channels (direct loops: K is too thin for BLAS), 1x1 stride 1 (x already is
+# the column matrix). Backward:
+#   g  = gy * 1[y > 0]                         (one pass, with gb = sum g)
+#   gw = sum over tiles of cols_t^T @ g_t      (one partial sum per thread)
+#   gx = conv(g, w rotated 180 degrees, cin<->cout, pads kh-1-pt, ...)   (stride 1)
+#      = col2im(g @ w^T)                                                 (otherwise)
 
-def _tile_rows(k: int, itemsize: int, budget: int) -> int:
-    """Rows per tile so that a (rows, k) column tile takes about ``budget`` bytes."""
-    return max(256, budget // (k * itemsize))
+def _tiles(rows: int, k: int, itemsize: int, align: int = 1) -> list:
+    """Row ranges of about _TILE_BYTES of (rows, k) columns, each starting at a multiple of ``align``.
+
+    At least _MIN_TILE_ROWS rows (a GEMM re-packs its whole weight matrix for every
+    tile, so tiles must not get thin), unless that would leave a thread without two
+    tiles to take; never fewer than _SMALL_TILE_ROWS.
+    """
+    step = max(_MIN_TILE_ROWS, _TILE_BYTES // (k * itemsize))
+    step = min(step, max(_SMALL_TILE_ROWS, -(-rows // (2 * _THREADS))))
+    step = max(align, step // align * align)
+    return [(r0, min(r0 + step, rows)) for r0 in range(0, rows, step)]
 
 
-def _direct(c: int, kh: int, kw: int) -> bool:
+def _run_tiles(work, tiles: list) -> None:
+    """Call work(thread, r0, r1) for every tile, _THREADS threads taking tiles in turn.
+
+    The calling thread is thread 0. BLAS runs single-threaded meanwhile: the
+    parallelism is across tiles, and each GEMM reads a tile its own thread wrote.
+    """
+    if _THREADS == 1 or len(tiles) == 1:
+        for r0, r1 in tiles:
+            work(0, r0, r1)
+        return
+    queue = iter(tiles)
+    lock = threading.Lock()
+
+    def worker(thread):
+        while True:
+            with lock:
+                tile = next(queue, None)
+            if tile is None:
+                return
+            work(thread, *tile)
+
+    with _blas.limit(limits=1):
+        helpers = [_executor.submit(worker, t) for t in range(1, _THREADS)]
+        worker(0)
+        for f in helpers:
+            f.result()
+
+
+def _tiled_gemm(rows, k, dtype, fill, multiply, finish=None, align=1) -> None:
+    """Run a GEMM whose (rows, k) left operand A is built tile by tile.
+
+    ``fill`` is A itself (an array that already exists) or fill(thread, r0, r1, a),
+    which writes rows r0:r1 of A into ``a``; multiply(thread, a, r0, r1) is the GEMM
+    on those rows; finish(thread, r0, r1) an epilogue on its output. With at least
+    two tiles per thread, each thread does fill, multiply (single-threaded BLAS) and
+    finish on its own cache-sized tile. Tiny problems fill all of A in parallel,
+    run one multi-threaded GEMM, then finish in parallel.
+    """
+    dtype = np.dtype(dtype)
+    given = not callable(fill)
+    tiles = _tiles(rows, k, dtype.itemsize, align)
+    if len(tiles) >= 2 * _THREADS:
+        step = tiles[0][1]
+        cols = None if given else [_ws.scratch(f"cols{t}", (step, k), dtype) for t in range(_THREADS)]
+
+        def work(thread, r0, r1):
+            if given:
+                a = fill[r0:r1]
+            else:
+                a = cols[thread][:r1 - r0]
+                fill(thread, r0, r1, a)
+            multiply(thread, a, r0, r1)
+            if finish is not None:
+                finish(thread, r0, r1)
+
+        _run_tiles(work, tiles)
+        return
+    parts = _halves(rows, align)
+    if given:
+        whole = fill
+    else:
+        whole = _ws.scratch("cols_all", (rows, k), dtype)
+        _run_tiles(lambda thread, r0, r1: fill(thread, r0, r1, whole[r0:r1]), parts)
+    multiply(0, whole, 0, rows)
+    if finish is not None:
+        _run_tiles(finish, parts)
+
+
+def _halves(rows: int, align: int) -> list:
+    """Split rows into one range per thread, each starting at a multiple of align."""
+    step = -(-rows // _THREADS)
+    step = max(align, -(-step // align) * align)
+    return [(r0, min(r0 + step, rows)) for r0 in range(0, rows, step)]
+
+
+def _direct(c: int) -> bool:
     """Few input channels: loop directly instead of a thin-K GEMM."""
     return c < _DIRECT_MAX_CHANNELS
 
@@ -70,24 +165,22 @@ def _conv_into(x, w2, b, kh, kw, stride, pads, relu, y2):
     oh, ow = _out_size(h, kh, sh, pt, pb), _out_size(wd, kw, sw, pl, pr)
     has_bias = b is not None
     bias = b if has_bias else _EMPTY[x.dtype.str]
-    if _direct(c, kh, kw):
+    if _direct(c):
         conv_direct.conv_direct_forward(x, w2, bias, has_bias, relu, kh, kw, sh, sw, pt, pl, oh, ow, y2)
         return
-    rows, k = y2.shape[0], w2.shape[0]
-    step = _tile_rows(k, x.itemsize, _FORWARD_TILE_BYTES)
-    pointwise = _is_pointwise(kh, kw, sh, sw, pads)
-    x2 = x.reshape(-1, c)
-    cols = None if pointwise else _ws.scratch("cols", (min(step, rows), k), x.dtype)
-    for r0 in range(0, rows, step):
-        r1 = min(r0 + step, rows)
-        if pointwise:
-            a = x2[r0:r1]
-        else:
-            a = cols[:r1 - r0]
-            im2col_kernels.im2col_rows(x, kh, kw, sh, sw, pt, pl, oh, ow, r0, r1, a)
+
+    def fill(thread, r0, r1, a):
+        im2col_kernels.im2col_rows(x, kh, kw, sh, sw, pt, pl, oh, ow, r0, r1, a)
+
+    def multiply(thread, a, r0, r1):
         np.matmul(a, w2, out=y2[r0:r1])
-        if has_bias or relu:
-            epilogue.bias_relu(y2[r0:r1], bias, has_bias, relu)
+
+    def finish(thread, r0, r1):
+        epilogue.bias_relu(y2[r0:r1], bias, has_bias, relu)
+
+    _tiled_gemm(y2.shape[0], w2.shape[0], x.dtype,
+                x.reshape(-1, c) if _is_pointwise(kh, kw, sh, sw, pads) else fill,
+                multiply, finish if has_bias or relu else None)
 
 
 def conv2d_forward(x, w, b, stride, pads, relu, keep):
@@ -113,32 +206,41 @@ def conv2d_backward(gy, saved, need_x, need_w, need_b):
     if not (need_x or need_w or need_b):
         return None, None, None
     x, w, stride, pads, y_relu = saved
-    co = w.shape[3]
+    kh, kw, c, co = w.shape
     gy2 = np.ascontiguousarray(gy, x.dtype).reshape(-1, co)
-    gb = None
-    if y_relu is not None or need_b:
-        g2 = _ws.scratch("grad", gy2.shape, x.dtype)
-        partial = np.empty((_CHUNKS, co), np.float64)
-        mask = y_relu.reshape(-1, co) if y_relu is not None else gy2
-        epilogue.relu_mask_bias_grad(gy2, mask, y_relu is not None, g2, partial)
-        if need_b:
-            gb = partial.sum(axis=0).astype(x.dtype)
-    else:
-        g2 = gy2
-    gw = _weight_grad(x, g2, w.shape, stride, pads) if need_w else None
+    mask = y_relu.reshape(-1, co) if y_relu is not None else gy2
+    masking = y_relu is not None or need_b
+    g2 = _ws.scratch("grad", gy2.shape, x.dtype) if masking else gy2
+    bias_sums = np.zeros((max(_CHUNKS, _THREADS), co), np.float64)
+    # The tiled weight gradient masks each tile of g just before its GEMM reads it.
+    fused = need_w and masking and not _direct(c) and not _is_pointwise(kh, kw, *stride, pads)
+    if masking and not fused:
+        epilogue.relu_mask_bias_grad(gy2, mask, y_relu is not None, g2, bias_sums)
+    gw = None
+    if need_w:
+        def mask_tile(thread, r0, r1):
+            epilogue.relu_mask_rows(gy2[r0:r1], mask[r0:r1], y_relu is not None, g2[r0:r1], bias_sums[thread])
+
+        gw = _weight_grad(x, g2, w.shape, stride, pads, mask_tile if fused else None)
+    gb = bias_sums.sum(axis=0).astype(x.dtype) if need_b else None
     gx = _data_grad(g2, w, x.shape, stride, pads) if need_x else None
     return gx, gw, gb
 
 
-def _weight_grad(x, g2, w_shape, stride, pads):
-    """gw (kh, kw, cin, cout) = cols^T @ g, accumulated over tiles of output pixels."""
+def _weight_grad(x, g2, w_shape, stride, pads, prepare=None, align=1):
+    """gw (kh, kw, cin, cout) = cols^T @ g: each thread sums its tiles' products, then the threads' sums add.
+
+    ``prepare(thread, r0, r1)``, if given, first writes the rows r0:r1 of g (the ReLU
+    mask, or the un-pooling of a fused pool) in the same pass, while they are in
+    cache; tiles then start at multiples of ``align`` rows.
+    """
     _, h, wd, c = x.shape
     kh, kw, _, co = w_shape
     (sh, sw), (pt, pb, pl, pr) = stride, pads
     oh, ow = _out_size(h, kh, sh, pt, pb), _out_size(wd, kw, sw, pl, pr)
-    k, rows = kh * kw * c, g2.shape[0]
+    k = kh * kw * c
     gw2 = _ws.output((k, co), x.dtype)
-    if _direct(c, kh, kw):
+    if _direct(c):
         partial = _ws.scratch("wpartial", (_CHUNKS, k, co), x.dtype)
         conv_direct.conv_direct_backward_weights(x, g2, kh, kw, sh, sw, pt, pl, oh, ow, partial)
         np.sum(partial, axis=0, out=gw2)
@@ -146,18 +248,30 @@ def _weight_grad(x, g2, w_shape, stride, pads):
     if _is_pointwise(kh, kw, sh, sw, pads):
         np.matmul(x.reshape(-1, c).T, g2, out=gw2)
         return gw2.reshape(w_shape)
-    step = _tile_rows(k, x.itemsize, _WEIGHT_TILE_BYTES)
-    cols = _ws.scratch("cols", (min(step, rows), k), x.dtype)
-    tmp = _ws.scratch("wtmp", (k, co), x.dtype) if rows > step else None
-    for r0 in range(0, rows, step):
-        r1 = min(r0 + step, rows)
-        a = cols[:r1 - r0]
+    # thread 0 sums straight into gw2; the others into their own (k, cout) scratch.
+    sums = [gw2] + [_ws.scratch(f"wsum{t}", (k, co), x.dtype) for t in range(1, _THREADS)]
+    tmps = [_ws.scratch(f"wtmp{t}", (k, co), x.dtype) for t in range(_THREADS)]
+    started = [False] * _THREADS
+
+    def fill(thread, r0, r1, a):
+        if prepare is not None:
+            prepare(thread, r0, r1)
         im2col_kernels.im2col_rows(x, kh, kw, sh, sw, pt, pl, oh, ow, r0, r1, a)
-        if r0 == 0:
-            np.matmul(a.T, g2[r0:r1], out=gw2)
+
+    def multiply(thread, a, r0, r1):
+        if not started[thread]:
+            np.matmul(a.T, g2[r0:r1], out=sums[thread])
+            started[thread] = True
         else:
-            np.matmul(a.T, g2[r0:r1], out=tmp)
-            gw2 += tmp
+            np.matmul(a.T, g2[r0:r1], out=tmps[thread])
+            sums[thread] += tmps[thread]
+
+    _tiled_gemm(g2.shape[0], k, x.dtype, fill, multiply, align=align)
+    if not started[0]:
+        gw2[...] = 0.0
+    for t in range(1, _THREADS):
+        if started[t]:
+            gw2 += sums[t]
     return gw2.reshape(w_shape)
 
 
@@ -169,9 +283,12 @@ def _data_grad(g2, w, x_shape, stride, pads):
     oh, ow = _out_size(h, kh, sh, pt, pb), _out_size(wd, kw, sw, pl, pr)
     gx = _ws.output(x_shape, g2.dtype)
     flipped_pads = (kh - 1 - pt, kh - 1 - pb, kw - 1 - pl, kw - 1 - pr)
-    if _is_pointwise(kh, kw, sh, sw, pads):
+    if _direct(c):
+        # Few input channels (an RGB layer asked for its input gradient): direct dot products.
+        conv_direct.conv_direct_backward_data(g2.reshape(n, oh, ow, co), w, sh, sw, pt, pl, gx)
+    elif _is_pointwise(kh, kw, sh, sw, pads):
         np.matmul(g2, w.reshape(c, co).T, out=gx.reshape(-1, c))
-    elif sh == sw == 1 and min(flipped_pads) >= 0 and not _direct(co, kh, kw):
+    elif sh == sw == 1 and min(flipped_pads) >= 0 and not _direct(co):
         # A stride-1 convolution's input gradient is the convolution of g with the
         # kernel rotated 180 degrees in space and its channel axes swapped.
         w_flip = _ws.scratch("wflip", (kh, kw, co, c), g2.dtype)
@@ -183,6 +300,98 @@ def _data_grad(g2, w, x_shape, stride, pads):
         np.matmul(g2, w.reshape(kh * kw * c, co).T, out=gcols)
         im2col_kernels.col2im(gcols, kh, kw, sh, sw, pt, pl, oh, ow, gx)
     return gx
+
+
+# ---- convolution + ReLU + 2x2 max pool in one pass (optional backend functions) ------
+#
+# A Function (or Sequential) that sees Conv2D(activation="relu") directly followed by
+# MaxPool2D(2) may call these instead of conv2d_forward + max_pool_forward: the conv
+# output is pooled tile by tile while in cache and never stored; backward keeps only
+# the int8 window index (4 = "the window's max was <= 0, no gradient").
+
+def _fusable(c, kh, kw, stride, pads, oh, ow) -> bool:
+    return not _direct(c) and not _is_pointwise(kh, kw, *stride, pads) and oh % 2 == 0 and ow % 2 == 0
+
+
+def conv2d_relu_pool_forward(x, w, b, stride, pads, keep):
+    """y = max_pool_2x2(relu(conv(x, w) + b)), NHWC; the same numbers as the three ops in turn.
+
+    Where fusion does not apply (few input channels, 1x1, odd conv output size) the
+    separate ops run, so it is always safe to call.
+    """
+    x = np.ascontiguousarray(x)
+    w = np.ascontiguousarray(w, x.dtype)
+    if b is not None:
+        b = np.ascontiguousarray(b, x.dtype)
+    n, h, wd, c = x.shape
+    kh, kw, wc, co = w.shape
+    if wc != c:
+        raise ValueError(f"conv2d: input has {c} channels but the kernel {w.shape} expects {wc}")
+    (sh, sw), (pt, pb, pl, pr) = stride, pads
+    oh, ow = _out_size(h, kh, sh, pt, pb), _out_size(wd, kw, sw, pl, pr)
+    if not _fusable(c, kh, kw, stride, pads, oh, ow):
+        y, conv_saved = conv2d_forward(x, w, b, stride, pads, True, keep)
+        pooled, pool_saved = max_pool_forward(y, (2, 2), (2, 2), (0, 0, 0, 0), keep)
+        return pooled, (("separate", conv_saved, pool_saved) if keep else None)
+    pooled = _ws.output((n, oh // 2, ow // 2, co), x.dtype)
+    which = _ws.output(pooled.shape, np.int8) if keep else _ws.scratch("which", pooled.shape, np.int8)
+    pooled2, which2 = pooled.reshape(-1, co), which.reshape(-1, co)
+    k = kh * kw * c
+    w2 = w.reshape(k, co)
+    has_bias = b is not None
+    bias = b if has_bias else _EMPTY[x.dtype.str]
+    # the conv output lives only in a scratch tile (or, for small problems, one scratch
+    # array) and is pooled from there: 2*OW conv pixels pool into OW/2 outputs, r0/4 .. r1/4
+    tiles = _tiles(n * oh * ow, k, x.itemsize, align=2 * ow)
+    tiled = len(tiles) >= 2 * _THREADS
+    outs = ([_ws.scratch(f"convtile{t}", (tiles[0][1], co), x.dtype) for t in range(_THREADS)] if tiled
+            else _ws.scratch("convtile_all", (n * oh * ow, co), x.dtype))
+
+    def conv_rows(thread, r0, r1):
+        return outs[thread][:r1 - r0] if tiled else outs[r0:r1]
+
+    def fill(thread, r0, r1, a):
+        im2col_kernels.im2col_rows(x, kh, kw, sh, sw, pt, pl, oh, ow, r0, r1, a)
+
+    def multiply(thread, a, r0, r1):
+        np.matmul(a, w2, out=conv_rows(thread, r0, r1))
+
+    def finish(thread, r0, r1):
+        epilogue.bias_relu_pool2x2(conv_rows(thread, r0, r1), bias, has_bias, ow,
+                                   pooled2[r0 // 4:r1 // 4], which2[r0 // 4:r1 // 4])
+
+    _tiled_gemm(n * oh * ow, k, x.dtype, fill, multiply, finish, align=2 * ow)
+    return pooled, (("fused", x, w, tuple(stride), tuple(pads), which) if keep else None)
+
+
+def conv2d_relu_pool_backward(gy, saved, need_x, need_w, need_b):
+    """(gx, gw, gb) of conv2d_relu_pool_forward for the pooled output's gradient gy."""
+    if not (need_x or need_w or need_b):
+        return None, None, None
+    if saved[0] == "separate":
+        _, conv_saved, pool_saved = saved
+        return conv2d_backward(max_pool_backward(gy, pool_saved), conv_saved, need_x, need_w, need_b)
+    _, x, w, stride, pads, which = saved
+    n, h, wd, c = x.shape
+    kh, kw, _, co = w.shape
+    (sh, sw), (pt, pb, pl, pr) = stride, pads
+    oh, ow = _out_size(h, kh, sh, pt, pb), _out_size(wd, kw, sw, pl, pr)
+    gp2 = np.ascontiguousarray(gy, x.dtype).reshape(-1, co)
+    which2 = which.reshape(-1, co)
+    g2 = _ws.scratch("grad", (n * oh * ow, co), x.dtype)
+    bias_sums = np.zeros((_THREADS, co), np.float64)
+
+    def unpool_tile(thread, r0, r1):
+        epilogue.unpool2x2_rows(gp2[r0 // 4:r1 // 4], which2[r0 // 4:r1 // 4], ow, g2[r0:r1], bias_sums[thread])
+
+    gw = None
+    if need_w:
+        gw = _weight_grad(x, g2, w.shape, stride, pads, unpool_tile, align=2 * ow)
+    else:
+        _run_tiles(unpool_tile, _tiles(g2.shape[0], kh * kw * c, x.itemsize, align=2 * ow))
+    gb = bias_sums.sum(axis=0).astype(x.dtype) if need_b else None
+    gx = _data_grad(g2, w, x.shape, stride, pads) if need_x else None
+    return gx, gw, gb
 
 
 # ---- pooling ------------------------------------------------------------------------
@@ -275,11 +484,13 @@ def dropout_mask(shape, rate, seed, offset, dtype):
 
 
 def sgd_update(p, g, v, lr, momentum, nesterov, weight_decay):
-    elementwise.sgd_update(p.reshape(-1), np.ascontiguousarray(g, p.dtype).reshape(-1),
+    update = elementwise.sgd_update if p.size >= _PARALLEL_MIN_SIZE else elementwise.sgd_update_serial
+    update(p.reshape(-1), np.ascontiguousarray(g, p.dtype).reshape(-1),
                            v.reshape(-1), lr, momentum, nesterov, weight_decay)
 
 
 def adam_update(p, g, m, v, step, lr, beta1, beta2, eps):
     alpha = lr * np.sqrt(1 - beta2 ** step) / (1 - beta1 ** step)
-    elementwise.adam_update(p.reshape(-1), np.ascontiguousarray(g, p.dtype).reshape(-1),
+    update = elementwise.adam_update if p.size >= _PARALLEL_MIN_SIZE else elementwise.adam_update_serial
+    update(p.reshape(-1), np.ascontiguousarray(g, p.dtype).reshape(-1),
                             m.reshape(-1), v.reshape(-1), alpha, beta1, beta2, eps)

@@ -9,15 +9,13 @@ Importing this module without CuPy or without a GPU raises RuntimeError.
 
 from __future__ import annotations
 
-import sys
-
 _HINT = "Without a GPU, use device='cuda-sim' (the same kernels in Numba's simulator, NumPy arrays)."
 
 try:
     import cupy
 except ImportError as err:
-    raise RuntimeError(f"device 'cuda' needs CuPy, which is not installed (pip install cupy-cuda13x). {_HINT}") \
-        from err
+    raise RuntimeError(f"device 'cuda' needs CuPy, which is not installed (pip install cupy-cuda13x). "
+                       f"{_HINT}") from err
 
 try:
     _gpus = cupy.cuda.runtime.getDeviceCount()
@@ -26,17 +24,15 @@ except cupy.cuda.runtime.CUDARuntimeError as err:
 if _gpus == 0:
     raise RuntimeError(f"device 'cuda': CuPy finds no GPU. {_HINT}")
 
-if "numba.cuda" in sys.modules:
-    from numba.cuda.core.config import ENABLE_CUDASIM
-    if ENABLE_CUDASIM:
-        raise RuntimeError("device 'cuda' cannot run in a process where Numba's CUDA simulator is on "
-                           "(NUMBA_ENABLE_CUDASIM=1, e.g. after using 'cuda-sim'); use a fresh process.")
+from numba import cuda as _numba_cuda
+from numba.cuda.core import config as _numba_config
 
-from numba import cuda as _numba_cuda  # noqa: E402
-from numba.cuda.core import config as _numba_config  # noqa: E402
+from kernels.cuda.launch import CudaOps, settings_from_env
 
-from kernels.cuda.launch import CudaOps, settings_from_env  # noqa: E402
-
+if _numba_config.ENABLE_CUDASIM:
+    raise RuntimeError("device 'cuda' cannot run in a process where Numba's CUDA simulator is on "
+                       "(NUMBA_ENABLE_CUDASIM=1, e.g. after using 'cuda-sim'); use a fresh process "
+                       "without that variable.")
 if not _numba_cuda.is_available():
     raise RuntimeError(f"device 'cuda': Numba cannot use the GPU that CuPy sees. {_HINT}")
 # we launch on CuPy's own stream, so Numba need not synchronise on it before each launch

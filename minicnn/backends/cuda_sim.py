@@ -17,14 +17,14 @@ import numpy as np
 if "numba.cuda" not in sys.modules:
     os.environ["NUMBA_ENABLE_CUDASIM"] = "1"
 
-from numba.cuda.core.config import ENABLE_CUDASIM  # noqa: E402
+from numba.cuda.core.config import ENABLE_CUDASIM
 
 if not ENABLE_CUDASIM:
     raise RuntimeError("device 'cuda-sim' needs Numba's CUDA simulator, but this process already loaded the "
                        "real numba.cuda (NUMBA_ENABLE_CUDASIM was not 1 at that point). Set "
                        "NUMBA_ENABLE_CUDASIM=1 before importing numba/minicnn, or use a fresh process.")
 
-from kernels.cuda.launch import CudaOps, settings_from_env  # noqa: E402
+from kernels.cuda.launch import CudaOps, settings_from_env
 
 name = "cuda-sim"
 xp = np

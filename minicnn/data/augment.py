@@ -15,8 +15,11 @@ Numba kernel that releases the GIL, so loader threads run it in parallel.
 
 Randomness: ``augment(image, rng)`` draws from the numpy Generator given;
 ``augment.apply(image, epoch, index)`` uses ``default_rng([seed, epoch, index])``,
-so a sample's augmentation depends only on (seed, epoch, index): a run can be
-repeated or resumed exactly, whatever the thread timing or batch order.
+and the DataLoader uses ``default_rng([augment.seed, loader.seed, epoch, index])``,
+so a sample's augmentation depends only on the seeds, the epoch and its index:
+a run can be repeated or resumed exactly, whatever the thread timing or order.
+The output has the input's size (on a non-square image a 90-degree turn is
+cut / filled at the borders).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import numpy as np
 from numba import njit
 
 BORDERS = {"constant": 0, "edge": 1, "reflect": 2}
+_IDENTITY_LUT = np.arange(256, dtype=np.uint8)
 
 
 @njit(nogil=True, cache=True)
@@ -44,47 +48,71 @@ def _source_coordinate(x, size, border):
 
 
 @njit(nogil=True, cache=True)
+def _border_pixel(src, x, y, lut, border, out, i, j):
+    """out[i, j] for a source point (x, y) within one pixel of, or outside, the picture."""
+    h, w, channels = src.shape
+    x = _source_coordinate(x, w, border)
+    y = _source_coordinate(y, h, border)
+    if x == -1.0 or y == -1.0:
+        for c in range(channels):
+            out[i, j, c] = lut[0]
+        return
+    x0, y0 = math.floor(x), math.floor(y)
+    x1, y1 = min(x0 + 1, w - 1), min(y0 + 1, h - 1)
+    fx, fy = x - x0, y - y0
+    w00, w01 = (1.0 - fx) * (1.0 - fy), fx * (1.0 - fy)
+    w10, w11 = (1.0 - fx) * fy, fx * fy
+    if x0 < 0:        # only "constant" gets here: the outside neighbour is black
+        x0, w00, w10 = 0, 0.0, 0.0
+    if y0 < 0:
+        y0, w00, w01 = 0, 0.0, 0.0
+    if x0 == w - 1 and fx > 0.0:
+        w01, w11 = 0.0, 0.0
+    if y0 == h - 1 and fy > 0.0:
+        w10, w11 = 0.0, 0.0
+    for c in range(channels):
+        v = w00 * src[y0, x0, c] + w01 * src[y0, x1, c] + w10 * src[y1, x0, c] + w11 * src[y1, x1, c]
+        out[i, j, c] = lut[int(v + 0.5)]
+
+
+@njit(nogil=True, cache=True)
 def warp_affine(src, matrix, lut, border, out):
     """out[i, j, c] = lut[bilinear(src, matrix @ (j - cx, i - cy, 1) + (cx, cy))[c]].
 
-    One pass over the output pixels; ``border`` 0 constant (black), 1 edge, 2 reflect.
-    The bilinear weights are computed once per pixel and shared by the channels.
+    One pass over the output pixels, one thread; ``border`` 0 constant (black),
+    1 edge, 2 reflect.  Along a row the source point moves by (a00, a10) per
+    pixel, so it is updated by addition.  Most pixels read four neighbours
+    inside the picture: that case indexes the flat C-order arrays directly;
+    only pixels near or beyond the edges go through the border rule.
     """
     h, w, channels = src.shape
     oh, ow = out.shape[0], out.shape[1]
-    cxi, cyi = (w - 1) / 2.0, (h - 1) / 2.0
+    flat_src, flat_out = src.reshape(-1), out.reshape(-1)
+    row = w * channels
     cxo, cyo = (ow - 1) / 2.0, (oh - 1) / 2.0
-    a00, a01, a02 = matrix[0, 0], matrix[0, 1], matrix[0, 2] + cxi
-    a10, a11, a12 = matrix[1, 0], matrix[1, 1], matrix[1, 2] + cyi
+    a00, a01, a10, a11 = matrix[0, 0], matrix[0, 1], matrix[1, 0], matrix[1, 1]
+    # source point of output pixel (i, 0): A @ (-cxo, i - cyo) + t + (cxi, cyi)
+    b0 = matrix[0, 2] + (w - 1) / 2.0 - a00 * cxo
+    b1 = matrix[1, 2] + (h - 1) / 2.0 - a10 * cxo
     for i in range(oh):
-        yo = i - cyo
+        x = a01 * (i - cyo) + b0
+        y = a11 * (i - cyo) + b1
         for j in range(ow):
-            xo = j - cxo
-            x = _source_coordinate(a00 * xo + a01 * yo + a02, w, border)
-            y = _source_coordinate(a10 * xo + a11 * yo + a12, h, border)
-            if x == -1.0 or y == -1.0:
+            if 0.0 <= x < w - 1 and 0.0 <= y < h - 1:
+                x0, y0 = int(x), int(y)
+                fx, fy = x - x0, y - y0
+                w00, w01 = (1.0 - fx) * (1.0 - fy), fx * (1.0 - fy)
+                w10, w11 = (1.0 - fx) * fy, fx * fy
+                p = y0 * row + x0 * channels
+                q = (i * ow + j) * channels
                 for c in range(channels):
-                    out[i, j, c] = lut[0]
-                continue
-            x0, y0 = int(math.floor(x)), int(math.floor(y))
-            fx, fy = x - x0, y - y0
-            x1, y1 = x0 + 1, y0 + 1
-            w00, w01 = (1.0 - fx) * (1.0 - fy), fx * (1.0 - fy)
-            w10, w11 = (1.0 - fx) * fy, fx * fy
-            if x0 < 0 or y0 < 0 or x1 >= w or y1 >= h:
-                # at the border: drop neighbours outside (only "constant" keeps them black)
-                if x0 < 0:
-                    x0, w00, w10 = 0, 0.0, 0.0
-                if y0 < 0:
-                    y0, w00, w01 = 0, 0.0, 0.0
-                if x1 >= w:
-                    x1, w01, w11 = w - 1, 0.0, 0.0
-                if y1 >= h:
-                    y1, w10, w11 = h - 1, 0.0, 0.0
-            for c in range(channels):
-                v = (w00 * src[y0, x0, c] + w01 * src[y0, x1, c]
-                     + w10 * src[y1, x0, c] + w11 * src[y1, x1, c])
-                out[i, j, c] = lut[int(v + 0.5)]
+                    v = (w00 * flat_src[p + c] + w01 * flat_src[p + channels + c]
+                         + w10 * flat_src[p + row + c] + w11 * flat_src[p + row + channels + c])
+                    flat_out[q + c] = lut[int(v + 0.5)]
+            else:
+                _border_pixel(src, x, y, lut, border, out, i, j)
+            x += a00
+            y += a10
 
 
 # -- transforms: geometric ones return a 3x3 matrix (output -> source, centred coordinates) ----
@@ -101,6 +129,25 @@ def _rotation(degrees):
 
 def _shift(tx, ty):
     return np.array([[1.0, 0.0, tx], [0.0, 1.0, ty], [0.0, 0.0, 1.0]])
+
+
+def _exact_view(image: np.ndarray, matrix: np.ndarray | None) -> np.ndarray | None:
+    """``image`` moved by ``matrix`` as a NumPy view, when that is a flip / quarter turn (else None).
+
+    With A = [[a, b], [c, d]] and no shift, the output at (x, y) reads the source
+    at (a x + b y, c x + d y); a = +-1, d = +-1 is a flip of each axis, b, c = +-1
+    a transpose followed by flips (only for square images, whose shape it keeps).
+    """
+    if matrix is None:
+        return image
+    a, b, c, d = matrix[0, 0], matrix[0, 1], matrix[1, 0], matrix[1, 1]
+    if matrix[0, 2] != 0 or matrix[1, 2] != 0:
+        return None
+    if b == 0 and c == 0 and abs(a) == 1 and abs(d) == 1:
+        return image[:: int(d), :: int(a)]
+    if a == 0 and d == 0 and abs(b) == 1 and abs(c) == 1 and image.shape[0] == image.shape[1]:
+        return image.transpose(1, 0, 2)[:: int(b), :: int(c)]
+    return None
 
 
 class Transform:
@@ -243,7 +290,8 @@ class Augment:
         """Augment ``image`` as sample ``index`` of epoch ``epoch`` (a pure function of them)."""
         return self(image, self.rng(epoch, index))
 
-    def __call__(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    def __call__(self, image: np.ndarray, rng: np.random.Generator, out: np.ndarray | None = None) -> np.ndarray:
+        """The augmented copy of ``image`` (written into ``out`` if given); ``image`` is not changed."""
         if image.dtype != np.uint8 or image.ndim != 3:
             raise ValueError(f"Augment expects a uint8 H x W x C image, got {image.dtype} {image.shape}")
         h, w = image.shape[:2]
@@ -256,15 +304,19 @@ class Augment:
             else:
                 if values is None:
                     values = np.arange(256, dtype=np.float64)
-                values = t.values(rng, values, float(image[::4, ::4].mean()))
-        if matrix is None and values is None:
-            return image.copy()
-        lut = (np.arange(256, dtype=np.uint8) if values is None
-               else np.clip(np.rint(values), 0, 255).astype(np.uint8))
-        if matrix is None:
-            return lut[image]
-        out = np.empty_like(image)
-        warp_affine(np.ascontiguousarray(image), np.ascontiguousarray(matrix), lut, BORDERS[self.border], out)
+                sample = image[::4, ::4]
+                values = t.values(rng, values, int(sample.sum()) / sample.size)
+        if out is None:
+            out = np.empty(image.shape, np.uint8)
+        elif out.shape != image.shape or out.dtype != np.uint8 or not out.flags.c_contiguous:
+            raise ValueError(f"out must be a C-contiguous uint8 array of shape {image.shape}")
+        lut = (_IDENTITY_LUT if values is None
+               else np.minimum(np.maximum(np.rint(values), 0), 255).astype(np.uint8))
+        exact = _exact_view(image, matrix)
+        if exact is not None:           # flips and quarter turns only: a view, no resampling
+            np.take(lut, exact, out=out)
+        else:
+            warp_affine(np.ascontiguousarray(image), np.ascontiguousarray(matrix), lut, BORDERS[self.border], out)
         return out
 
     def __repr__(self) -> str:

@@ -13,7 +13,10 @@ The state is written (atomically: temp file + ``os.replace``) only after the
 pixels have been flushed, so "1" always means the pixels are on disk; an
 interrupted first pass resumes where it stopped.  One cache object is shared
 per file within a process, so a train and a val loader of one data set fill the
-same cache.  Separate processes should not fill one cache at the same time.
+same cache.  A complete cache is read-only and can be shared by any number of
+processes; filling one takes an exclusive lock (``K.lock``), and a second
+process that finds it taken runs without the cache (with a warning) instead of
+writing into the same file.
 """
 
 from __future__ import annotations
@@ -21,6 +24,12 @@ from __future__ import annotations
 import json
 import os
 import threading
+import warnings
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; one process per cache there
+    fcntl = None
 
 import numpy as np
 
@@ -43,8 +52,11 @@ class DiskCache:
     """Decoded images of one data set at one size, memory-mapped from ``cache_dir``."""
 
     @classmethod
-    def open(cls, cache_dir: str | os.PathLike, dataset: Dataset) -> DiskCache:
-        """The (process-wide shared) cache of ``dataset`` (a base data set, not a Subset)."""
+    def open(cls, cache_dir: str | os.PathLike, dataset: Dataset) -> DiskCache | None:
+        """The (process-wide shared) cache of ``dataset`` (a base data set, not a Subset).
+
+        None (and a warning) when another process is filling the same cache.
+        """
         if dataset.image_size is None:
             raise DatasetError(f"a disk cache needs fixed-size images: give {type(dataset).__name__} "
                                f"image_size=(H, W)")
@@ -52,7 +64,12 @@ class DiskCache:
         stem = os.path.join(os.fspath(cache_dir), f"{type(dataset).__name__.lower()}-{dataset.fingerprint()}")
         with _OPEN_LOCK:
             if stem not in _OPEN:
-                _OPEN[stem] = cls(stem, len(dataset), dataset.image_size)
+                try:
+                    _OPEN[stem] = cls(stem, len(dataset), dataset.image_size)
+                except BlockingIOError:
+                    warnings.warn(f"another process is filling the cache {stem}.*; decoding without it",
+                                  stacklevel=3)
+                    return None
             return _OPEN[stem]
 
     def __init__(self, stem: str, n: int, size: tuple[int, int]):
@@ -60,23 +77,43 @@ class DiskCache:
         self.final, self.partial = f"{stem}.npy", f"{stem}.partial.npy"
         self.state_path, self.bad_path = f"{stem}.state.npy", f"{stem}.bad.json"
         self.lock = threading.Lock()
+        self.dirty = False
+        self._lock_file = None
         self.state = self._load_state()
-        self.bad: dict[int, str] = {}
-        if os.path.isfile(self.bad_path):
-            with open(self.bad_path, encoding="utf-8") as f:
-                self.bad = {int(k): v for k, v in json.load(f).items()}
-        if os.path.isfile(self.final) and self.state is not None and (self.state != TODO).all():
+        if not self._final_is_complete():
+            self._take_process_lock()
+            self.state = self._load_state()        # re-read: the previous holder may have finished
+        self.bad = self._load_bad() if self.state is not None else {}
+        if self._final_is_complete():
             self.images = np.load(self.final, mmap_mode="r")
         elif os.path.isfile(self.partial) and self.state is not None:
             self.images = np.lib.format.open_memmap(self.partial, mode="r+")
         else:
             self.state = np.zeros(n, dtype=np.uint8)
-            self.bad = {}
             self.images = np.lib.format.open_memmap(self.partial, mode="w+", dtype=np.uint8, shape=self.shape)
         if self.images.shape != self.shape:
             raise DatasetError(f"cache file {self.stem}.*.npy has shape {self.images.shape}, "
                                f"expected {self.shape}; delete it")
-        self.dirty = False
+
+    def _final_is_complete(self) -> bool:
+        return os.path.isfile(self.final) and self.state is not None and bool((self.state != TODO).all())
+
+    def _take_process_lock(self) -> None:
+        """Hold ``K.lock`` while this process may write; BlockingIOError if another process has it."""
+        self._lock_file = open(f"{self.stem}.lock", "a")  # noqa: SIM115 (kept open: the lock lives with it)
+        if fcntl is None:
+            return
+        try:
+            fcntl.flock(self._lock_file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock_file.close()
+            raise
+
+    def _load_bad(self) -> dict[int, str]:
+        if not os.path.isfile(self.bad_path):
+            return {}
+        with open(self.bad_path, encoding="utf-8") as f:
+            return {int(k): v for k, v in json.load(f).items()}
 
     def _load_state(self) -> np.ndarray | None:
         if not os.path.isfile(self.state_path):
@@ -125,4 +162,18 @@ class DiskCache:
             os.replace(tmp, self.bad_path)
             if self.complete and os.path.isfile(self.partial):
                 os.replace(self.partial, self.final)  # the open map still points at the same file
+                self._release_process_lock()           # complete: read-only from now on
             self.dirty = False
+
+    def _release_process_lock(self) -> None:
+        if self._lock_file is not None:
+            self._lock_file.close()                    # closing the file drops the flock
+            self._lock_file = None
+
+    def close(self) -> None:
+        """Flush, let other processes fill the cache, and forget this object (a later open re-reads)."""
+        self.flush()
+        self._release_process_lock()
+        with _OPEN_LOCK:
+            if _OPEN.get(self.stem) is self:
+                del _OPEN[self.stem]

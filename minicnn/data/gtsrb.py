@@ -21,7 +21,7 @@ import numpy as np
 from minicnn.data.base import Dataset
 from minicnn.data.errors import DatasetError, DatasetFileNotFoundError
 from minicnn.data.files import list_dirs
-from minicnn.data.image import fit_image, to_rgb_array
+from minicnn.data.image import fit_image, to_8bit, to_rgb_array
 
 GT_COLUMNS = ["Filename", "Width", "Height", "Roi.X1", "Roi.Y1", "Roi.X2", "Roi.Y2", "ClassId"]
 
@@ -102,6 +102,9 @@ class GTSRB(Dataset):
             rows.append((path, int(e["ClassId"]), e["Filename"], _box(e)))
         return rows
 
+    def fingerprint(self) -> str:
+        return super().fingerprint() + ("-roi" if self.roi else "")
+
     def load_image(self, index: int) -> np.ndarray:
         if not self.roi:
             return super().load_image(index)
@@ -113,7 +116,7 @@ class GTSRB(Dataset):
             with Image.open(path) as img:
                 x1, y1, x2, y2 = (int(v) for v in self.boxes[index])
                 img = img.crop((x1, y1, x2 + 1, y2 + 1))
-                return to_rgb_array(fit_image(img, self.image_size, self.fit))
+                return to_rgb_array(fit_image(to_8bit(img), self.image_size, self.fit))
         except FileNotFoundError as err:
             raise DatasetFileNotFoundError(f"image file not found: {path}") from err
         except (OSError, ValueError, SyntaxError) as err:

@@ -3,6 +3,7 @@
 ::
 
     root/HAM10000_metadata.csv        lesion_id,image_id,dx,dx_type,age,sex,localization[,dataset]
+                                      (or Dataverse's tab-separated HAM10000_metadata.tab)
     root/HAM10000_images_part_1/ISIC_0024306.jpg ...
     root/HAM10000_images_part_2/...
     root/ham10000_images_part_{1,2}/  (Kaggle: lowercase duplicates, ignored)
@@ -46,8 +47,11 @@ class HAM10000(Dataset):
         self.root = os.fspath(root)
         if not os.path.isdir(self.root):
             raise DatasetFileNotFoundError(f"HAM10000 root folder not found: {self.root}")
-        self.metadata_path = os.fspath(metadata) if metadata else os.path.join(self.root,
-                                                                               "HAM10000_metadata.csv")
+        if metadata:
+            self.metadata_path = os.fspath(metadata)
+        else:  # Dataverse serves the ingested table as tab-separated .tab unless "original format" is asked
+            candidates = [os.path.join(self.root, f"HAM10000_metadata{ext}") for ext in (".csv", ".tab", "")]
+            self.metadata_path = next((c for c in candidates if os.path.isfile(c)), candidates[0])
         if not os.path.isfile(self.metadata_path):
             raise DatasetFileNotFoundError(
                 f"HAM10000 metadata not found: {self.metadata_path} (expected the CSV with header "
@@ -79,8 +83,11 @@ class HAM10000(Dataset):
 
 
 def _read_csv(path: str) -> tuple[list[list[str]], list[str]]:
+    """Header and rows of a comma- or tab-separated file (the header line decides which)."""
     with open(path, newline="", encoding="utf-8-sig") as f:
-        reader = csv.reader(f)
+        first = f.readline()
+        f.seek(0)
+        reader = csv.reader(f, delimiter="\t" if first.count("\t") > first.count(",") else ",")
         header = [h.strip() for h in next(reader, [])]
         rows = [r for r in reader if any(cell.strip() for cell in r)]
     for n, row in enumerate(rows, start=2):

@@ -8,7 +8,10 @@ aspect ratio (a square for a square target), by
 - ``fit="stretch"``: nothing (the image is distorted),
 
 then scaled with PIL's bilinear filter (which averages over the footprint of
-each output pixel when shrinking, so there is no aliasing).
+each output pixel when shrinking, so there is no aliasing).  When that box is
+at most 1% larger than the target (as with 600x450 JPEGs drafted to 300x225
+for 224x224), its centre is cut out instead: a change of scale under 1%, for
+about a third of the decoding time.
 
 JPEG decoding uses PIL's draft mode: the decoder can produce the picture at
 1/2, 1/4 or 1/8 of its size directly from the DCT coefficients, which is much
@@ -28,6 +31,7 @@ from PIL import Image
 from minicnn.data.errors import CorruptImageError, DatasetError, DatasetFileNotFoundError
 
 FITS = ("crop", "pad", "stretch")
+NEAR_SIZE = 1.01  # a box up to this factor larger than the target is cropped, not resampled
 
 
 def as_size(image_size: int | tuple[int, int] | None) -> tuple[int, int] | None:
@@ -71,6 +75,10 @@ def fit_image(img: Image.Image, size: tuple[int, int] | None, fit: str = "crop")
     if size is None or (img.height, img.width) == size:
         return img
     left, top, right, bottom = _fit_box(img.width, img.height, size, fit)
+    box_w, box_h = right - left, bottom - top
+    if left >= 0 and top >= 0 and size[1] <= box_w <= size[1] * NEAR_SIZE and size[0] <= box_h <= size[0] * NEAR_SIZE:
+        left, top = left + (box_w - size[1]) // 2, top + (box_h - size[0]) // 2
+        return img.crop((left, top, left + size[1], top + size[0]))
     if fit == "pad" and (left < 0 or top < 0):
         canvas = Image.new(img.mode, (right - left, bottom - top))
         canvas.paste(img, (-left, -top))
@@ -85,15 +93,22 @@ def _draft_request(width: int, height: int, size: tuple[int, int], fit: str) -> 
     return math.ceil(width * scale), math.ceil(height * scale)
 
 
-def to_rgb_array(img: Image.Image) -> np.ndarray:
-    """Any PIL mode -> uint8 H x W x 3 (grey repeated into three channels)."""
+def to_8bit(img: Image.Image) -> Image.Image:
+    """Any PIL mode -> mode "L" (grey) or "RGB"; 16/32-bit grey is scaled so its maximum fits in 0..255."""
     if img.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
-        # 16/32-bit greyscale: scale the used range to 0..255.
         a = np.asarray(img, dtype=np.float64)
         top = a.max() if a.size and a.max() > 255 else 255.0
-        img = Image.fromarray(np.clip(a * (255.0 / top), 0, 255).astype(np.uint8))
-    if img.mode != "RGB":
-        img = img.convert("RGB")
+        return Image.fromarray(np.clip(a * (255.0 / top), 0, 255).astype(np.uint8))
+    if img.mode in ("L", "RGB"):
+        return img
+    return img.convert("RGB")
+
+
+def to_rgb_array(img: Image.Image) -> np.ndarray:
+    """Any PIL mode -> uint8 H x W x 3 (grey repeated into three channels)."""
+    img = to_8bit(img)
+    if img.mode == "L":
+        return np.repeat(np.asarray(img, dtype=np.uint8)[:, :, None], 3, axis=2)
     return np.asarray(img, dtype=np.uint8)
 
 
@@ -111,7 +126,7 @@ def decode_image(path: str | os.PathLike, image_size=None, fit: str = "crop") ->
                 if size is not None and img.format == "JPEG":
                     img.draft(img.mode, _draft_request(img.width, img.height, size, fit))
                 img.load()
-                return to_rgb_array(fit_image(img, size, fit))
+                return to_rgb_array(fit_image(to_8bit(img), size, fit))
     except FileNotFoundError as err:
         raise DatasetFileNotFoundError(f"image file not found: {path}") from err
     except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as err:

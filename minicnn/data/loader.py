@@ -37,14 +37,18 @@ from minicnn.data.errors import CorruptImageError, DatasetError
 
 
 class DataLoader:
-    """Iterate ``(images, labels)``: images uint8 (B, H, W, 3), or float32 after ``preprocess``."""
+    """Iterate ``(images, labels)``: images uint8 (B, H, W, 3), or float32 after ``preprocess``.
+
+    With ``return_index=True`` it yields ``(images, labels, indices)``, the
+    indices being positions in ``dataset`` (to match predictions to files).
+    """
 
     def __init__(self, dataset: Dataset, batch_size: int = 32, shuffle: bool = False,
                  augment: Augment | None = None, sampler=None, workers: int = 2, seed: int = 0,
                  drop_last: bool = False, cache_dir: str | os.PathLike | None = None,
                  preprocess: str | Callable[[np.ndarray], np.ndarray] | None = None, prefetch: int = 2,
                  strict: bool = False, report_path: str | os.PathLike | None = None,
-                 progress: bool = True):
+                 progress: bool = True, return_index: bool = False):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if sampler is not None and shuffle:
@@ -52,6 +56,7 @@ class DataLoader:
         self.dataset, self.batch_size, self.shuffle = dataset, batch_size, shuffle
         self.augment, self.sampler, self.workers, self.seed = augment, sampler, workers, seed
         self.drop_last, self.prefetch, self.strict, self.progress = drop_last, prefetch, strict, progress
+        self.return_index = return_index
         self.preprocess = _preprocess_fn(preprocess)
         self.base, self.base_indices = base_of(dataset)
         self.cache = DiskCache.open(cache_dir, self.base) if cache_dir is not None else None
@@ -109,29 +114,33 @@ class DataLoader:
         return image
 
     def _make_batch(self, positions: np.ndarray, epoch: int):
-        images, labels = [], []
+        images, kept = [], []          # decoded images and their positions in the data set
         for p in positions:
             try:
-                image = self.load(p)
+                images.append(self.load(p))
             except CorruptImageError as err:
                 if self.strict:
                     raise
                 self.bad_files[err.path] = err.reason
                 continue
-            if self.augment is not None:
-                image = self.augment(image, np.random.default_rng([self.augment.seed, self.seed, epoch, int(p)]))
-            images.append(image)
-            labels.append(self.dataset.labels[p])
+            kept.append(int(p))
         if not images:
             return None
         shapes = {im.shape for im in images}
         if len(shapes) > 1:
             raise DatasetError(f"images of different shapes {sorted(shapes)} in one batch: give the data set "
                                f"image_size=(H, W)")
-        batch = np.stack(images)
+        if self.augment is None:
+            batch = np.stack(images)
+        else:
+            batch = np.empty((len(images),) + images[0].shape, np.uint8)
+            for k, (image, p) in enumerate(zip(images, kept)):
+                rng = np.random.default_rng([self.augment.seed, self.seed, epoch, p])
+                self.augment(image, rng, out=batch[k])
         if self.preprocess is not None:
             batch = self.preprocess(batch)
-        return batch, np.asarray(labels, dtype=np.int64)
+        kept = np.asarray(kept, dtype=np.int64)
+        return (batch, self.dataset.labels[kept], kept) if self.return_index else (batch, self.dataset.labels[kept])
 
     def __iter__(self):
         epoch, start = self.epoch, self.start_batch
@@ -185,8 +194,7 @@ class DataLoader:
             os.makedirs(os.path.dirname(os.path.abspath(self.report_path)), exist_ok=True)
             with open(self.report_path, "w", encoding="utf-8") as f:
                 f.write(f"# {len(self.bad_files)} unreadable image(s), skipped\n")
-                for path, reason in sorted(self.bad_files.items()):
-                    f.write(f"{path}\t{reason}\n")
+                f.writelines(f"{path}\t{reason}\n" for path, reason in sorted(self.bad_files.items()))
         where = f"; listed in {self.report_path}" if self.report_path else ""
         warnings.warn(f"skipped {len(self.bad_files)} unreadable image(s){where}", stacklevel=3)
 

@@ -39,13 +39,14 @@ def _coords(w: int, h: int):
 
 
 def _noise(rng, h, w, amount):
-    return rng.normal(0.0, amount, size=(h, w, 1)).astype(np.float32)
+    noise = rng.standard_normal(size=(h, w, 1), dtype=np.float32)
+    noise *= amount
+    return noise
 
 
 def _paint(img, mask, color, texture=None):
     color = np.asarray(color, dtype=np.float32)
-    shade = color if texture is None else color * texture[mask][:, None]
-    img[mask] = shade if texture is None else shade
+    img[mask] = color if texture is None else color * texture[mask][:, None]
 
 
 # HAM10000 look of each class: (base colour, shape); textures differ too.

@@ -18,6 +18,6 @@ from minicnn.io.load import LoadReport, load_keras_weights
 from minicnn.io.save import save_keras_weights
 from minicnn.io.synthetic import write_synthetic_vgg16
 
-__all__ = ["WeightsError", "read_keras_weights", "KerasWeightsFile", "LayerWeights", "FORMAT_NAMES",
-           "load_keras_weights", "LoadReport", "save_keras_weights", "save_checkpoint", "load_checkpoint",
-           "read_checkpoint_weights", "write_synthetic_vgg16"]
+__all__ = ["FORMAT_NAMES", "KerasWeightsFile", "LayerWeights", "LoadReport", "WeightsError", "load_checkpoint",
+           "load_keras_weights", "read_checkpoint_weights", "read_keras_weights", "save_checkpoint",
+           "save_keras_weights", "write_synthetic_vgg16"]

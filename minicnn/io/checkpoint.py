@@ -11,7 +11,8 @@ Layout::
 Nested values (``encode_tree``): a dict is a group; a NumPy array or NumPy scalar is a
 dataset (dtype kept, so a float32 scalar comes back a float32 scalar); a JSON-able
 Python value (None, bool, int, float -- NaN and infinities included --, str, and
-lists of those) is a JSON string attribute; a tuple, or a list holding arrays, is a
+lists of those) is a JSON string attribute (a string dataset past 16,000 characters,
+as HDF5 attributes are limited to 64 KB); a tuple, or a list holding arrays, is a
 group with children "0", "1", .... Every group records its keys (and whether each
 was an int) so a dict comes back with the same keys in the same order. Reading
 uses ``json.loads`` only; nothing is pickled.
@@ -40,6 +41,7 @@ FORMAT = "minicnn-checkpoint"
 VERSION = 1
 _KIND = "__minicnn_kind__"
 _KEYS = "__minicnn_keys__"
+_MAX_ATTRIBUTE_CHARS = 16_000
 
 
 # ---- nested values <-> HDF5 -----------------------------------------------------------
@@ -86,7 +88,12 @@ def _encode_item(group: h5py.Group, name: str, item, where: str) -> None:
         dataset = group.create_dataset(name, data=array)
         dataset.attrs[_KIND] = "scalar" if isinstance(item, np.generic) else "array"
     elif _is_json_value(item):
-        group.attrs[name] = json.dumps(item)
+        text = json.dumps(item)
+        if len(text) <= _MAX_ATTRIBUTE_CHARS:
+            group.attrs[name] = text
+        else:  # HDF5 attributes top out at 64 KB: a long history goes into a string dataset
+            dataset = group.create_dataset(name, data=text, dtype=h5py.string_dtype())
+            dataset.attrs[_KIND] = "json"
     else:
         raise TypeError(f"{where}: cannot store a {type(item).__name__} in a checkpoint "
                         "(use arrays, NumPy scalars, dicts, lists, tuples and JSON-able values)")
@@ -105,6 +112,8 @@ def decode_tree(group: h5py.Group):
                 values.append(decode_tree(item))
             elif item.attrs.get(_KIND) == "scalar":
                 values.append(item[()])
+            elif item.attrs.get(_KIND) == "json":
+                values.append(json.loads(item.asstr()[()]))
             else:
                 values.append(np.asarray(item[()]))
         else:

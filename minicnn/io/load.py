@@ -124,15 +124,15 @@ def _check_pair(path: str, entry: LayerWeights, layer) -> tuple[list[np.ndarray]
     where = f"{path}: layer {layer.name!r}" + (f" (file: {entry.label})" if entry.label != layer.name else "")
     if len(entry.arrays) != len(params):
         return None, (f"{where}: expected {len(params)} arrays ({_shape_list(layer)}), found "
-                      f"{len(entry.arrays)} with shapes {found}"), dict(expected=[p.shape for _, p in params],
-                                                                      found=found)
+                      f"{len(entry.arrays)} with shapes {found}"), {"expected": [p.shape for _, p in params],
+                                                                      "found": found}
     arrays = _ordered_arrays(entry, attrs)
     for (attr, p), array in zip(params, arrays):
         if tuple(array.shape) != tuple(p.shape):
             same = " (same number of elements: weights are never reshaped to fit)" \
                 if array.size == int(np.prod(p.shape)) else ""
             return None, (f"{where} {attr}: expected shape {tuple(p.shape)}, found {tuple(array.shape)}{same}"
-                          ), dict(expected=tuple(p.shape), found=tuple(array.shape))
+                          ), {"expected": tuple(p.shape), "found": tuple(array.shape)}
     return arrays, None, {}
 
 
@@ -164,37 +164,38 @@ def load_keras_weights(model, path: str | os.PathLike, by_name: bool = True, str
     layers = weighted_layers(model)
     pairs, missing, extra = _pair_layers(weights, layers, by_name)
     report = LoadReport(path, weights.format)
-    problems, details, accepted = [], {}, []
+    problems: list[tuple[str, dict]] = []  # (message, WeightsError details): layers that do not pair up
+    broken: list[tuple[str, dict]] = []  # values no model should get, strict or not
+    accepted = []
     for layer in missing:
-        reason = f"{path}: layer {layer.name!r} ({_shape_list(layer)}) is in the model but not in the file"
-        problems.append(reason)
-        details = details or dict(layer=layer.name, expected=[p.shape for _, p in layer.own_parameters()])
+        message = f"{path}: layer {layer.name!r} ({_shape_list(layer)}) is in the model but not in the file"
+        problems.append((message, {"layer": layer.name, "expected": [p.shape for _, p in layer.own_parameters()]}))
         report.skipped.append((layer.name, "not in the file"))
     for entry in extra:
         shapes = [tuple(a.shape) for a in entry.arrays]
-        problems.append(f"{path}: layer {entry.label!r} (shapes {shapes}) is in the file but not in the model")
-        details = details or dict(layer=entry.label, found=shapes)
+        problems.append((f"{path}: layer {entry.label!r} (shapes {shapes}) is in the file but not in the model",
+                         {"layer": entry.label, "found": shapes}))
         report.skipped.append((entry.label, "in the file, not in the model"))
-    value_problems = []
     for entry, layer in pairs:
         arrays, reason, info = _check_pair(path, entry, layer)
         if arrays is None:
-            problems.append(reason)
-            details = details or dict(layer=layer.name, **info)
-            report.skipped.append((layer.name, reason.split(": ", 1)[1]))
+            problems.append((reason, {"layer": layer.name, **info}))
+            report.skipped.append((layer.name, reason[len(path) + 2:]))
             continue
-        value_problems += _check_values(path, entry, layer, arrays)
+        broken += [(message, {"layer": layer.name}) for message in _check_values(path, entry, layer, arrays)]
         accepted.append((layer, arrays))
-    if value_problems or (strict and problems):
-        all_problems = value_problems + (problems if strict else [])
-        head = all_problems[0] if len(all_problems) == 1 else \
-            f"{path}: {len(all_problems)} problems, nothing loaded:\n  " + "\n  ".join(all_problems)
-        if strict and problems and len(weights.layers) and not by_name and len(weights.layers) != len(layers):
+    fatal = broken + (problems if strict else [])
+    if fatal:
+        messages = [message for message, _ in fatal]
+        head = messages[0] if len(messages) == 1 else \
+            f"{path}: {len(messages)} problems, nothing loaded:\n  " + "\n  ".join(messages)
+        if strict and not by_name and len(weights.layers) != len(layers):
             head += f"\n  (the file has {len(weights.layers)} weighted layers, the model {len(layers)})"
-        raise WeightsError(head, path=path, problems=all_problems, **details)
+        raise WeightsError(head, path=path, problems=messages, **fatal[0][1])
     if not accepted:
         raise WeightsError(f"{path}: no layer of the file fits the model {model.name!r}; file layers: "
-                           f"{', '.join(e.label for e in weights.layers)}", path=path, problems=problems)
+                           f"{', '.join(e.label for e in weights.layers)}", path=path,
+                           problems=[message for message, _ in problems])
     with no_grad():
         for layer, arrays in accepted:
             for (_, p), array in zip(layer.own_parameters(), arrays):

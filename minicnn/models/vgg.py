@@ -73,6 +73,10 @@ def vgg16(include_top: bool = False, input_shape: tuple[int, int, int] = (224, 2
           head_units: tuple[int, ...] | None = None, dropout: float = 0.5, name: str = "vgg16") -> VGG:
     """Build VGG16 (built for ``input_shape``, NHWC) with Keras layer names.
 
+    The output of ``predictions`` is logits (no softmax; the loss applies it). Inputs are
+    expected as ``minicnn.preprocess_input`` makes them for the ImageNet weights (BGR, mean
+    subtracted).
+
     include_top: add Keras's own top (same as head="keras"); head: None, "keras", "thesis"
     or "gap" (see the module docstring); classes: outputs of ``predictions``; head_units,
     dropout: sizes of the "thesis" / "gap" heads.
@@ -103,8 +107,8 @@ def vgg16(include_top: bool = False, input_shape: tuple[int, int, int] = (224, 2
         else:
             layers.append(nn.MaxPool2D(2, name=info.name))
     layers += _head_layers(head, int(classes), head_units, dropout)
-    config = dict(input_shape=list(input_shape), classes=int(classes), head=head,
-                  head_units=list(head_units) if head_units else None, dropout=dropout)
+    config = {"input_shape": list(input_shape), "classes": int(classes), "head": head,
+              "head_units": list(head_units) if head_units else None, "dropout": dropout}
     model = VGG(layers, config, name=name)
     model.build((None,) + input_shape)
     if weights is not None:

@@ -192,7 +192,7 @@ class Module:
             for name, value in state.items():
                 if name in params:
                     p = params[name]
-                    p.data = get_backend(p.device).asarray(np.asarray(value), p.dtype)
+                    p.data = get_backend(p.device).asarray(np.array(value, dtype=p.dtype))
 
     # ---- delegations to the other parts of the library ------------------------------
     def load_keras_weights(self, path, by_name: bool = True, strict: bool = True):

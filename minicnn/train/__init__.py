@@ -18,13 +18,15 @@ from minicnn.train.callbacks import (
     TerminateOnNaN,
     UnfreezeAt,
 )
+from minicnn.train.explain import activations, gradcam
 from minicnn.train.loop import History, evaluate, fit, predict
 from minicnn.train.presets import PRESETS, apply_preset, conv_blocks, head_layers, param_groups
 from minicnn.train.state import load_training_state, save_training_state
 
 __all__ = [
     "PRESETS", "CSVLogger", "Callback", "EarlyStopping", "FeatureCache", "History", "ModelCheckpoint",
-    "NonFiniteLoss", "ProgressBar", "ReduceLROnPlateau", "TerminateOnNaN", "UnfreezeAt", "apply_preset",
-    "conv_blocks", "evaluate", "fit", "frozen_prefix", "head_layers", "load_training_state", "param_groups",
+    "NonFiniteLoss", "ProgressBar", "ReduceLROnPlateau", "TerminateOnNaN", "UnfreezeAt", "activations", "apply_preset",
+    "conv_blocks", "evaluate", "fit", "frozen_prefix", "gradcam", "head_layers", "load_training_state",
+    "param_groups",
     "predict", "save_training_state",
 ]

@@ -300,6 +300,14 @@ class UnfreezeAt(Callback):
         self.done = bool(state["done"])
 
 
+def _format(key: str, value: float) -> str:
+    if key == "images_per_s":
+        return f"{value:.1f} img/s"
+    if key in ("time_s", "val_time_s"):
+        return f"{value:.1f} s" if key == "time_s" else f"val {value:.1f} s"
+    return f"{key} {value:.4f}"
+
+
 class ProgressBar(Callback):
     """A tqdm bar per epoch with loss, accuracy and images/s.
 
@@ -332,7 +340,7 @@ class ProgressBar(Callback):
                                  img_s=f"{trainer.running['images_per_s']:.1f}", refresh=False)
 
     def on_epoch_end(self, trainer, epoch, logs):
-        text = " - ".join(f"{k} {v:.4g}" for k, v in logs.items() if k not in ("lr",))
+        text = " - ".join(_format(k, v) for k, v in logs.items() if k != "lr")
         if self.bar is not None:
             self.bar.set_postfix_str(text)
             self.bar.close()

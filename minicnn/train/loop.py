@@ -119,6 +119,7 @@ class Trainer:
         self._caches: dict[str, tuple[int, FeatureCache]] = {}
         self.last_checkpoint: str | None = None
         self._completed = 0
+        self.info: dict = {}
 
     # ---- messages and state ---------------------------------------------------------
     def log(self, message: str) -> None:
@@ -128,6 +129,7 @@ class Trainer:
     def save_state(self, path: str) -> str:
         """Write a resumable checkpoint of the state after the last completed epoch."""
         save_training_state(path, self.model, self.optimizer, epoch=self._completed, epochs=self.epochs,
+                            info=self.info,
                             history=self.history.history,
                             callbacks=[{"type": type(cb).__name__, "state": cb.state_dict()}
                                        for cb in self.callbacks])
@@ -261,7 +263,8 @@ def fit(model, train, val=None, optimizer=None, loss="cross_entropy", epochs: in
         callbacks: Sequence[Callback] = (), metrics: Sequence[str] = ("macro_f1",), class_weight=None,
         shuffle: bool = True, verbose: int = 1, resume: str | None = None, checkpoint: str | None = None,
         grad_hook: Callable | None = None, feature_cache: str | None = "auto", cache_dir: str | None = None,
-        transform: Callable | None = None, terminate_on_nan: bool = True) -> History:
+        transform: Callable | None = None, terminate_on_nan: bool = True,
+        checkpoint_info: dict | None = None) -> History:
     """Train ``model`` for ``epochs`` epochs; returns a History.
 
     train, val: (x, y) arrays, minicnn.data Datasets (pixels through ``transform``,
@@ -280,6 +283,8 @@ def fit(model, train, val=None, optimizer=None, loss="cross_entropy", epochs: in
     before the optimizer step (data-parallel gradient averaging goes there).
     feature_cache: "auto" | "memory" | "disk" | None: cache the outputs of a
     frozen prefix of the network (see minicnn.train.cache); cache_dir for "disk".
+    checkpoint_info: JSON-able facts stored in every checkpoint as ``info`` (class
+    names, image size, preprocessing), for tools that load the model later.
     """
     from minicnn.optim import Adam
 
@@ -313,6 +318,7 @@ def fit(model, train, val=None, optimizer=None, loss="cross_entropy", epochs: in
     trainer = Trainer(model, optimizer, _loss_fn(loss, class_weight), epochs, batch_size, cbs, metrics,
                       shuffle, verbose, grad_hook, feature_cache, cache_dir)
     trainer.samples_per_epoch = len(train_src)
+    trainer.info = dict(checkpoint_info or {})
     if resume is not None:
         trainer.load(resume)
         trainer.log(f"resuming from {resume} after epoch {trainer.initial_epoch}")
@@ -326,10 +332,12 @@ def fit(model, train, val=None, optimizer=None, loss="cross_entropy", epochs: in
                 cb.on_epoch_begin(trainer, epoch)
             row = trainer.train_epoch(epoch, train_src)
             if val_src is not None:
+                start = time.perf_counter()
                 v = trainer.evaluate(val_src)
                 row.update({"val_loss": v["loss"], "val_accuracy": v["accuracy"]})
                 for name in metrics:
                     row[f"val_{name}"] = METRICS[name](v["y_true"], v["y_pred"])
+                row["val_time_s"] = time.perf_counter() - start
             row["lr"] = float(optimizer.param_groups[0]["lr"])
             trainer.history.append(row)
             trainer._completed = epoch + 1

@@ -1,0 +1,227 @@
+"""The whole VGG16 conv base and a training step, minicnn against PyTorch on the CPU.
+
+Measured through the model path users run: ``minicnn.models.vgg16(head="gap")``
+(13 convolutions with ReLU, 5 max-pools, global average pool, Dense 256 ReLU,
+Dense 10), called as a Module, with ``F.softmax_cross_entropy`` and ``optim.SGD``
+(momentum 0.9). PyTorch runs the same network in channels_last (oneDNN). For each
+input size and batch, round-robin in one process:
+
+    forward           the conv base under no_grad (minicnn: model.forward(x, layers=["block5_pool"]))
+    forward+backward  the conv base, then backward from a random output gradient
+    training step     zero_grad, forward through base and head, loss, backward, SGD step
+
+Peak memory: each framework runs training steps in its own subprocess, which
+reports its peak RSS and its RSS after importing its libraries, so "working"
+memory (peak minus that) leaves out the libraries' own code and data.
+
+    python benchmarks/vgg16_step.py [--configs 64x16,224x2] [--rounds 5] [--steps 4]
+
+Writes results/vgg16_step.json and results/vgg16_step.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import _harness as H  # benchmarks/ is the script's directory, so first on sys.path
+import numpy as np
+
+CLASSES = 10
+LR, MOMENTUM = 0.01, 0.9
+VGG16_BASE = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
+
+
+def data(size: int, batch: int):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((batch, size, size, 3), np.float32)
+    labels = rng.integers(0, CLASSES, batch)
+    gy = rng.standard_normal((batch, size // 32, size // 32, 512), np.float32)
+    return x, labels, gy
+
+
+def minicnn_cases(size: int, batch: int) -> dict:
+    """forward / forward+backward / training step callables through minicnn's model path."""
+    import minicnn
+    from minicnn import functional as F
+    from minicnn import optim
+    from minicnn.models import vgg16
+
+    minicnn.seed(0)
+    model = vgg16(input_shape=(size, size, 3), head="gap", classes=CLASSES)
+    opt = optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM)
+    x, labels, gy = data(size, batch)
+    tx = minicnn.Tensor(x)
+    params = model.parameters()
+
+    def forward():
+        with minicnn.no_grad():
+            return model.forward(tx, layers=["block5_pool"])
+
+    def forward_backward():
+        for p in params:
+            p.grad = None
+        out = model.forward(tx, layers=["block5_pool"])["block5_pool"]
+        out.backward(gy)
+
+    def train_step():
+        opt.zero_grad()
+        loss = F.softmax_cross_entropy(model(tx), labels)
+        loss.backward()
+        opt.step()
+        return loss.item()
+
+    return {"forward": forward, "forward+backward": forward_backward, "training step": train_step}
+
+
+def torch_cases(torch, size: int, batch: int) -> dict:
+    """The same three callables for the same network in PyTorch, channels_last."""
+    nn = torch.nn
+    torch.manual_seed(0)
+    layers, cin = [], 3
+    for v in VGG16_BASE:
+        if v == "M":
+            layers.append(nn.MaxPool2d(2))
+        else:
+            layers += [nn.Conv2d(cin, v, 3, padding=1), nn.ReLU(inplace=True)]
+            cin = v
+    base = nn.Sequential(*layers).to(memory_format=torch.channels_last)
+    head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(512, 256), nn.ReLU(inplace=True),
+                         nn.Linear(256, CLASSES))
+    params = list(base.parameters()) + list(head.parameters())
+    opt = torch.optim.SGD(params, lr=LR, momentum=MOMENTUM)
+    x, labels, gy = data(size, batch)
+    tx = torch.from_numpy(x).permute(0, 3, 1, 2)            # channels_last view of the NHWC batch
+    tgy = torch.from_numpy(gy).permute(0, 3, 1, 2)
+    tlabels = torch.from_numpy(labels)
+
+    def forward():
+        with torch.no_grad():
+            return base(tx)
+
+    def forward_backward():
+        for p in params:
+            p.grad = None
+        base(tx).backward(tgy)
+
+    def train_step():
+        opt.zero_grad(set_to_none=True)
+        loss = nn.functional.cross_entropy(head(base(tx)), tlabels)
+        loss.backward()
+        opt.step()
+        return loss.item()
+
+    return {"forward": forward, "forward+backward": forward_backward, "training step": train_step}
+
+
+def _status_mb(field: str) -> float:
+    """A memory line of /proc/self/status in MB: VmRSS now, VmHWM the peak of this process image
+    (getrusage's ru_maxrss would carry over the parent's peak across fork and exec)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def memory_child(framework: str, size: int, batch: int, steps: int) -> None:
+    """Run in a subprocess: import, build, train ``steps`` steps; print peak and baseline RSS as JSON."""
+    torch = H.torch_or_none() if framework == "torch" else None
+    if framework == "minicnn":
+        import minicnn.models  # noqa: F401  (import cost belongs to the baseline)
+    baseline = _status_mb("VmRSS")
+    cases = torch_cases(torch, size, batch) if framework == "torch" else minicnn_cases(size, batch)
+    for _ in range(steps):
+        cases["training step"]()
+    print(json.dumps({"peak_rss_mb": _status_mb("VmHWM"), "after_imports_mb": baseline}))
+
+
+def measure_memory(framework: str, size: int, batch: int, steps: int) -> dict | None:
+    cmd = [sys.executable, __file__, "--memory-child", framework, "--configs", f"{size}x{batch}",
+           "--steps", str(steps)]
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        print(f"memory run for {framework} failed:\n{done.stderr[-2000:]}")
+        return None
+    mem = json.loads(done.stdout.strip().splitlines()[-1])
+    mem["working_mb"] = mem["peak_rss_mb"] - mem["after_imports_mb"]
+    return mem
+
+
+def run_config(torch, size: int, batch: int, rounds: int, steps: int) -> dict:
+    ours = minicnn_cases(size, batch)
+    candidates = {("minicnn", k): f for k, f in ours.items()}
+    if torch is not None:
+        candidates.update({("torch", k): f for k, f in torch_cases(torch, size, batch).items()})
+    med = H.interleaved(candidates, rounds=rounds, warmup=2)
+    result = {"size": size, "batch": batch, "passes": {}}
+    for k in ours:
+        mine, theirs = med[("minicnn", k)], med.get(("torch", k))
+        result["passes"][k] = {"minicnn_ms": mine * 1e3, "torch_ms": None if theirs is None else theirs * 1e3,
+                               "ratio": H.ratio(mine, theirs), "minicnn_img_s": batch / mine,
+                               "torch_img_s": None if theirs is None else batch / theirs}
+    mem = {"minicnn": measure_memory("minicnn", size, batch, steps)}
+    if torch is not None:
+        mem["torch"] = measure_memory("torch", size, batch, steps)
+    result["memory"] = mem
+    return result
+
+
+def report(results: list, torch) -> dict:
+    rows = []
+    for r in results:
+        for k, p in r["passes"].items():
+            theirs = "-" if p["torch_ms"] is None else f"{p['torch_ms']:.0f}"
+            rows.append([f"{r['size']}x{r['size']} b{r['batch']}", k, f"{p['minicnn_ms']:.0f}", theirs,
+                         H.fmt_ratio(p["ratio"]), f"{p['minicnn_img_s']:.1f}",
+                         "-" if p["torch_img_s"] is None else f"{p['torch_img_s']:.1f}",
+                         "no torch" if p["ratio"] is None else f"{1 / p['ratio']:.2f}x"])
+    print("\nVGG16 conv base (+ GAP/Dense head in the training step), float32, CPU")
+    table = H.print_table(["setup", "pass", "minicnn ms", "torch ms", "time ratio", "minicnn img/s",
+                           "torch img/s", "speed vs torch"], rows)
+    mem_rows = []
+    for r in results:
+        m, t = r["memory"].get("minicnn"), r["memory"].get("torch")
+        if m is None:
+            continue
+        mem_rows.append([f"{r['size']}x{r['size']} b{r['batch']}", f"{m['peak_rss_mb']:.0f}",
+                         "-" if t is None else f"{t['peak_rss_mb']:.0f}",
+                         H.fmt_ratio(None if t is None else H.ratio(m["peak_rss_mb"], t["peak_rss_mb"])),
+                         f"{m['working_mb']:.0f}", "-" if t is None else f"{t['working_mb']:.0f}",
+                         H.fmt_ratio(None if t is None else H.ratio(m["working_mb"], t["working_mb"]))])
+    print("\nPeak memory of a training process (MB)")
+    mem_table = H.print_table(["setup", "minicnn peak RSS", "torch peak RSS", "ratio", "minicnn working",
+                               "torch working", "ratio"], mem_rows)
+    out = {"machine": H.machine_info(torch), "results": results, "table": table, "memory_table": mem_table}
+    H.write_json("vgg16_step.json", out)
+    labels = [f"{r['size']}px b{r['batch']}\n{k}" for r in results for k in r["passes"]]
+    H.bar_plot("vgg16_step.png", labels,
+               {"time / PyTorch time": [r["passes"][k]["ratio"] for r in results for k in r["passes"]]},
+               "time / PyTorch time", "VGG16 on the CPU: minicnn vs PyTorch (lower is better)", hline=1.0)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--configs", default="64x16,224x2", help="SIZExBATCH, comma separated")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=4, help="training steps in each memory run")
+    parser.add_argument("--memory-child", choices=["minicnn", "torch"], help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    configs = [tuple(int(v) for v in c.split("x")) for c in args.configs.split(",")]
+    if args.memory_child:
+        memory_child(args.memory_child, *configs[0], args.steps)
+        return
+    torch = H.torch_or_none()
+    results = []
+    for size, batch in configs:
+        results.append(run_config(torch, size, batch, args.rounds, args.steps))
+        for k, p in results[-1]["passes"].items():
+            print(f"{size}x{size} b{batch} {k}: {p['minicnn_ms']:.0f} ms, {H.fmt_ratio(p['ratio'])}", flush=True)
+    report(results, torch)
+
+
+if __name__ == "__main__":
+    main()

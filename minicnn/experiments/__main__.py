@@ -1,0 +1,3 @@
+from minicnn.experiments.cli import main
+
+raise SystemExit(main())

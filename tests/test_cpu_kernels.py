@@ -1,0 +1,254 @@
+"""The fast CPU backend against kernels/reference.py, path by path.
+
+Each specialised convolution path (direct loops for few channels, 1x1, strided
+col2im, padded/unpadded im2col tiles, the rotated-kernel input gradient, fused
+bias + ReLU), both pooling kernels and the workspace reuse are checked on small
+random shapes in float32 and float64. Tiles are made tiny and two threads forced,
+so multi-tile and multi-thread code runs even on these small shapes.
+"""
+
+from __future__ import annotations
+
+import zlib
+
+import numpy as np
+import pytest
+
+from kernels import reference as ref
+from kernels.cpu.workspace import Workspaces
+from minicnn.backends import cpu
+
+TOL = {np.float32: {"rtol": 2e-4, "atol": 2e-4}, np.float64: {"rtol": 1e-10, "atol": 1e-10}}
+
+
+@pytest.fixture(autouse=True)
+def small_tiles(monkeypatch):
+    """Tiles of 8 rows and two tile threads, so every conv below runs several tiles per thread."""
+    monkeypatch.setattr(cpu, "_TILE_BYTES", 1)
+    monkeypatch.setattr(cpu, "_MIN_TILE_ROWS", 8)
+    monkeypatch.setattr(cpu, "_SMALL_TILE_ROWS", 8)
+    monkeypatch.setattr(cpu, "_THREADS", 2)
+
+
+@pytest.fixture(params=["tiles", "whole"])
+def gemm_mode(request, monkeypatch):
+    """Both GEMM schedules: per-thread tiles, and (small problems) one GEMM over all rows."""
+    if request.param == "whole":
+        monkeypatch.setattr(cpu, "_MIN_TILE_ROWS", 10**6)
+        monkeypatch.setattr(cpu, "_SMALL_TILE_ROWS", 10**6)
+    return request.param
+
+
+def close(actual, expected, dtype):
+    assert actual.dtype == dtype
+    np.testing.assert_allclose(actual, expected, **TOL[dtype])
+
+
+# (what it exercises, x shape NHWC, kernel (kh, kw, cout), stride, pads (top, bottom, left, right))
+CONV_CASES = [
+    ("rgb direct, same", (2, 6, 7, 3), (3, 3, 5), (1, 1), (1, 1, 1, 1)),
+    ("rgb direct, strided", (2, 7, 6, 3), (3, 3, 4), (2, 2), (1, 1, 0, 1)),
+    ("im2col tiles, same", (2, 6, 5, 9), (3, 3, 8), (1, 1), (1, 1, 1, 1)),
+    ("im2col tiles, valid", (2, 7, 6, 8), (3, 3, 10), (1, 1), (0, 0, 0, 0)),
+    ("im2col tiles, asymmetric pads", (2, 6, 6, 8), (2, 2, 9), (1, 1), (0, 1, 0, 1)),
+    ("pointwise 1x1", (2, 5, 6, 10), (1, 1, 7), (1, 1), (0, 0, 0, 0)),
+    ("strided, col2im", (2, 7, 8, 9), (3, 3, 6), (2, 2), (1, 1, 1, 1)),
+    ("pads wider than the kernel, col2im", (1, 5, 5, 8), (3, 3, 8), (1, 1), (3, 0, 1, 3)),
+    ("few output channels", (2, 6, 6, 12), (3, 3, 3), (1, 1), (1, 1, 1, 1)),
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize("case", CONV_CASES, ids=[c[0] for c in CONV_CASES])
+def test_conv2d_matches_reference(case, relu, dtype, gemm_mode):
+    _, x_shape, (kh, kw, co), stride, pads = case
+    rng = np.random.default_rng([zlib.crc32(case[0].encode()), relu])
+    x = rng.standard_normal(x_shape).astype(dtype)
+    w = rng.standard_normal((kh, kw, x_shape[3], co)).astype(dtype)
+    b = rng.standard_normal(co).astype(dtype)
+    y, saved = cpu.conv2d_forward(x, w, b, stride, pads, relu, True)
+    expected = ref.conv2d(x, w, b, stride, pads)
+    if relu:
+        expected = np.maximum(expected, 0)
+    close(y, expected, dtype)
+
+    gy = rng.standard_normal(y.shape).astype(dtype)
+    g = gy * (expected > 0) if relu else gy
+    gx, gw, gb = cpu.conv2d_backward(gy, saved, True, True, True)
+    expected_gx = ref.conv2d_backward_data(g, w, x.shape, stride, pads)
+    close(gx, expected_gx, dtype)
+    close(gw, ref.conv2d_backward_weights(g, x, w.shape, stride, pads), dtype)
+    close(gb, ref.bias_grad(g), dtype)
+    gx_only = cpu.conv2d_backward(gy, saved, True, False, False)           # the mask without gw's tiles
+    assert gx_only[1:] == (None, None)
+    close(gx_only[0], expected_gx, dtype)
+
+
+def test_conv2d_without_bias_and_partial_gradients():
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((2, 5, 5, 8))
+    w = rng.standard_normal((3, 3, 8, 4))
+    y, saved = cpu.conv2d_forward(x, w, None, (1, 1), (1, 1, 1, 1), False, True)
+    close(y, ref.conv2d(x, w, None, (1, 1), (1, 1, 1, 1)), np.float64)
+    gy = rng.standard_normal(y.shape)
+    gx, gw, gb = cpu.conv2d_backward(gy, saved, False, True, False)        # first layer: no gx
+    assert gx is None and gb is None
+    close(gw, ref.conv2d_backward_weights(gy, x, w.shape, (1, 1), (1, 1, 1, 1)), np.float64)
+    gx, gw, gb = cpu.conv2d_backward(gy, saved, True, False, False)
+    assert gw is None and gb is None
+    close(gx, ref.conv2d_backward_data(gy, w, x.shape, (1, 1), (1, 1, 1, 1)), np.float64)
+    assert cpu.conv2d_backward(gy, saved, False, False, False) == (None, None, None)   # frozen
+
+
+def test_inference_keeps_nothing():
+    x = np.ones((1, 4, 4, 8), np.float32)
+    w = np.ones((3, 3, 8, 8), np.float32)
+    assert cpu.conv2d_forward(x, w, None, (1, 1), (1, 1, 1, 1), True, False)[1] is None
+    assert cpu.max_pool_forward(x, (2, 2), (2, 2), (0, 0, 0, 0), False)[1] is None
+
+
+POOL_CASES = [
+    ("2x2 fast path, even", (2, 6, 8, 5), (2, 2), (2, 2), (0, 0, 0, 0)),
+    ("2x2 fast path, odd sizes", (2, 7, 5, 3), (2, 2), (2, 2), (0, 0, 0, 0)),
+    ("3x3 stride 2 padded", (2, 7, 6, 4), (3, 3), (2, 2), (1, 1, 1, 1)),
+    ("overlapping 3x3 stride 1", (1, 5, 6, 3), (3, 3), (1, 1), (0, 0, 0, 0)),
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", POOL_CASES, ids=[c[0] for c in POOL_CASES])
+def test_max_pool_matches_reference(case, dtype):
+    _, x_shape, pool, stride, pads = case
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal(x_shape).astype(dtype)
+    y, saved = cpu.max_pool_forward(x, pool, stride, pads, True)
+    expected, argmax = ref.max_pool2d(x, pool, stride, pads)
+    close(y, expected, dtype)
+    gy = rng.standard_normal(y.shape).astype(dtype)
+    close(cpu.max_pool_backward(gy, saved), ref.max_pool2d_backward(gy, argmax, x.shape), dtype)
+
+
+def test_max_pool_ties_go_to_the_first_window_element():
+    x = np.zeros((1, 2, 2, 1), np.float32)
+    y, saved = cpu.max_pool_forward(x, (2, 2), (2, 2), (0, 0, 0, 0), True)
+    gx = cpu.max_pool_backward(np.ones_like(y), saved)
+    np.testing.assert_array_equal(gx[0, :, :, 0], [[1, 0], [0, 0]])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_relu_matches_reference(dtype):
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((3, 4, 5, 2)).astype(dtype)
+    y = cpu.relu(x)
+    close(y, ref.relu(x), dtype)
+    gy = rng.standard_normal(x.shape).astype(dtype)
+    close(cpu.relu_backward(gy, y), ref.relu_backward(gy, y), dtype)
+
+
+def test_reused_workspaces_never_overwrite_returned_outputs():
+    """Outputs someone still holds survive any number of later calls, of any shapes."""
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((2, 6, 6, 8)).astype(np.float32)
+    w = rng.standard_normal((3, 3, 8, 8)).astype(np.float32)
+    y1, saved1 = cpu.conv2d_forward(x, w, None, (1, 1), (1, 1, 1, 1), True, True)
+    view = y1[:, 1:]                      # a view alone must also keep y1 alive
+    kept = y1.copy()
+    gx1, gw1, _ = cpu.conv2d_backward(np.ones_like(y1), saved1, True, True, False)
+    kept_grads = gx1.copy(), gw1.copy()
+    del y1
+    for shape in [(2, 6, 6, 8), (1, 9, 4, 8), (2, 6, 6, 8), (3, 3, 3, 8)]:
+        xs = rng.standard_normal(shape).astype(np.float32)
+        ys, saved = cpu.conv2d_forward(xs, w, None, (1, 1), (1, 1, 1, 1), True, True)
+        cpu.conv2d_backward(rng.standard_normal(ys.shape).astype(np.float32), saved, True, True, True)
+        cpu.max_pool_forward(ys, (2, 2), (2, 2), (0, 0, 0, 0), True)
+    np.testing.assert_array_equal(view, kept[:, 1:])
+    np.testing.assert_array_equal(gx1, kept_grads[0])
+    np.testing.assert_array_equal(gw1, kept_grads[1])
+
+
+def test_released_outputs_are_recycled():
+    """Once nothing refers to an output, the next call of that shape reuses its memory."""
+    x = np.ones((1, 4, 4, 8), np.float32)
+    w = np.ones((1, 1, 8, 8), np.float32)
+    y, _ = cpu.conv2d_forward(x, w, None, (1, 1), (0, 0, 0, 0), False, False)
+    address = y.__array_interface__["data"][0]
+    del y
+    y2, _ = cpu.conv2d_forward(x, w, None, (1, 1), (0, 0, 0, 0), False, False)
+    assert y2.__array_interface__["data"][0] == address
+    np.testing.assert_allclose(y2, 8.0)
+
+
+def test_workspaces_scratch_and_pool_bound():
+    ws = Workspaces(max_free_bytes=1000)
+    a = ws.scratch("cols", (4, 5), np.float32)
+    b = ws.scratch("cols", (2, 3), np.float32)
+    assert np.shares_memory(a, b) and b.shape == (2, 3)
+    c = ws.scratch("cols", (10, 10), np.float32)           # grows
+    assert c.shape == (10, 10) and c.flags.c_contiguous
+    assert not np.shares_memory(ws.scratch("cols", (4,), np.float64), c)   # dtypes apart
+    first = ws.output((100,), np.float32)
+    second = ws.output((100,), np.float32)
+    assert not np.shares_memory(first, second)              # both still held
+    del first, second
+    assert ws.free_bytes() == 800
+    held = ws.output((200,), np.float32)                    # 800 free + 800 new > 1000: trims
+    assert ws.free_bytes() == 0 and held.nbytes == 800
+
+
+@pytest.mark.parametrize("size", [10, 40_000])            # the serial and the parallel kernel
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_sgd_update_matches_reference(size, nesterov):
+    rng = np.random.default_rng(5)
+    p, g, v = (rng.standard_normal(size) for _ in range(3))
+    expected_p, expected_v = ref.sgd_update(p[:50], g[:50], v[:50], 0.1, 0.9, nesterov, 0.01)
+    cpu.sgd_update(p, g, v, 0.1, 0.9, nesterov, 0.01)
+    close(p[:50], expected_p, np.float64)
+    close(v[:50], expected_v, np.float64)
+
+
+@pytest.mark.parametrize("size", [10, 40_000])
+def test_adam_update_matches_reference(size):
+    rng = np.random.default_rng(6)
+    p, g, m = (rng.standard_normal(size) for _ in range(3))
+    v = rng.random(size)
+    expected = ref.adam_update(p[:50], g[:50], m[:50], v[:50], 3, 0.01)
+    cpu.adam_update(p, g, m, v, 3, 0.01, 0.9, 0.999, 1e-7)
+    for actual, want in zip((p, m, v), expected):
+        close(actual[:50], want, np.float64)
+
+
+FUSED_CASES = [
+    ("fused tiles", (2, 6, 8, 9), (3, 3, 8), (1, 1, 1, 1)),
+    ("fused, valid conv", (2, 8, 6, 8), (3, 3, 5), (0, 0, 0, 0)),
+    ("odd conv output: separate ops", (2, 5, 6, 8), (3, 3, 4), (1, 1, 1, 1)),
+    ("rgb: separate ops", (2, 6, 6, 3), (3, 3, 4), (1, 1, 1, 1)),
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", FUSED_CASES, ids=[c[0] for c in FUSED_CASES])
+def test_conv_relu_pool_matches_the_three_ops(case, dtype, gemm_mode):
+    """conv2d_relu_pool_* against reference conv -> ReLU -> 2x2 max pool, with a negative bias
+    so that some windows are entirely <= 0 (no gradient at all through them)."""
+    _, x_shape, (kh, kw, co), pads = case
+    rng = np.random.default_rng(zlib.crc32(case[0].encode()))
+    x = rng.standard_normal(x_shape).astype(dtype)
+    w = rng.standard_normal((kh, kw, x_shape[3], co)).astype(dtype)
+    b = (rng.standard_normal(co) - 2.0).astype(dtype)
+    y, saved = cpu.conv2d_relu_pool_forward(x, w, b, (1, 1), pads, True)
+    conv = np.maximum(ref.conv2d(x, w, b, (1, 1), pads), 0)
+    expected, argmax = ref.max_pool2d(conv)
+    close(y, expected, dtype)
+    assert (expected == 0).any() and (expected > 0).any()
+
+    gy = rng.standard_normal(y.shape).astype(dtype)
+    g = ref.max_pool2d_backward(gy, argmax, conv.shape) * (conv > 0)
+    gx, gw, gb = cpu.conv2d_relu_pool_backward(gy, saved, True, True, True)
+    close(gx, ref.conv2d_backward_data(g, w, x.shape, (1, 1), pads), dtype)
+    close(gw, ref.conv2d_backward_weights(g, x, w.shape, (1, 1), pads), dtype)
+    close(gb, ref.bias_grad(g), dtype)
+    gx_only, none_w, none_b = cpu.conv2d_relu_pool_backward(gy, saved, True, False, False)
+    assert none_w is None and none_b is None
+    close(gx_only, ref.conv2d_backward_data(g, w, x.shape, (1, 1), pads), dtype)
+    assert cpu.conv2d_relu_pool_forward(x, w, b, (1, 1), pads, False)[1] is None
