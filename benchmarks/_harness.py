@@ -169,7 +169,7 @@ def bar_plot(name: str, labels: list[str], series: dict, ylabel: str, title: str
     ax.set_xticks(x, labels, rotation=45, ha="right")
     ax.set_ylabel(ylabel)
     ax.set_title(title)
-    ax.legend()
+    ax.legend(loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -59,7 +59,7 @@ def main(argv=None) -> int:
     p.add_argument("--data", help="HAM10000 folder (default: generate a stand-in)")
     p.add_argument("--weights", help="Keras VGG16 notop weights file")
     p.add_argument("--image-size", type=int, default=None, help="default 224 with --data, 48 on the stand-in")
-    p.add_argument("--epochs", type=int, default=None, help="default 50 with --data, 12 on the stand-in")
+    p.add_argument("--epochs", type=int, default=None, help="default 50 with --data, 20 on the stand-in")
     p.add_argument("--images", type=int, default=420, help="stand-in size")
     p.add_argument("--preset", default="last_block")
     p.add_argument("--lr", type=float, default=None, help="default: SGD 1e-4 (thesis) with --data; Adam 1e-3 "
@@ -68,7 +68,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     standin = args.data is None
     size = args.image_size or (48 if standin else 224)
-    epochs = args.epochs or (12 if standin else 50)
+    epochs = args.epochs or (20 if standin else 50)
     start = time.perf_counter()
 
     # 1. data

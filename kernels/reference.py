@@ -140,7 +140,7 @@ def max_pool2d(x, pool=(2, 2), stride=(2, 2), pads=(0, 0, 0, 0)):
 def max_pool2d_backward(gy, argmax, x_shape):
     """gx[n, argmax // W, argmax % W, c] += gy[n,i,j,c]."""
     gy = np.asarray(gy, np.float64)
-    n, h, wd, c = x_shape
+    wd = x_shape[2]
     gx = np.zeros(x_shape)
     for b_, i, j, ci in np.ndindex(*gy.shape):
         at = argmax[b_, i, j, ci]

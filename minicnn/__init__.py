@@ -4,7 +4,7 @@
     from minicnn import nn, functional as F, optim
 """
 
-from minicnn import functional, nn, optim, random  # noqa: F401
+from minicnn import functional, nn, optim, random
 from minicnn.ops import maximum
 from minicnn.random import seed
 from minicnn.tensor import Function, Tensor, default_device, get_default_device, is_grad_enabled, no_grad
@@ -18,5 +18,18 @@ def preprocess_input(x, mode: str = "caffe"):
     return impl(x, mode=mode)
 
 
-__all__ = ["Tensor", "Function", "no_grad", "is_grad_enabled", "default_device", "get_default_device",
-           "seed", "maximum", "functional", "nn", "optim", "random", "preprocess_input"]
+__all__ = [
+    "Function",
+    "Tensor",
+    "default_device",
+    "functional",
+    "get_default_device",
+    "is_grad_enabled",
+    "maximum",
+    "nn",
+    "no_grad",
+    "optim",
+    "preprocess_input",
+    "random",
+    "seed",
+]

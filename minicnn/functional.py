@@ -11,7 +11,8 @@ from __future__ import annotations
 import numpy as np
 
 from minicnn import random as mrandom
-from minicnn.tensor import Function, Tensor
+from minicnn.backends import get_backend
+from minicnn.tensor import Function, Tensor, get_default_device
 
 # ---- argument helpers -----------------------------------------------------------------
 
@@ -59,22 +60,28 @@ def _tensor(x) -> Tensor:
 # ---- convolution ----------------------------------------------------------------------
 
 
+def _conv_pads(x, w, b, stride, padding) -> tuple:
+    """Check conv2d's arguments; return the padding as (top, bottom, left, right)."""
+    _check_nhwc(x, "conv2d")
+    if w.ndim != 4:
+        raise ValueError(f"conv2d: w must be HWIO (kh, kw, cin, cout), got shape {tuple(w.shape)}")
+    if x.shape[3] != w.shape[2]:
+        raise ValueError(f"conv2d: x has {x.shape[3]} channels (shape {tuple(x.shape)}) but w "
+                         f"expects {w.shape[2]} (shape {tuple(w.shape)})")
+    if b is not None and tuple(b.shape) != (w.shape[3],):
+        raise ValueError(f"conv2d: b must have shape ({w.shape[3]},), got {tuple(b.shape)}")
+    hw, kernel = x.shape[1:3], w.shape[:2]
+    pads = _pads(padding, hw, kernel, stride, "conv2d")
+    _out_size(hw[0], kernel[0], stride[0], pads[0], pads[1], "conv2d", hw)
+    _out_size(hw[1], kernel[1], stride[1], pads[2], pads[3], "conv2d", hw)
+    return pads
+
+
 class Conv2d(Function):
     """y[n,i,j,o] = act(b[o] + sum_{p,q,c} xpad[n, i*sh+p, j*sw+q, c] * w[p,q,c,o])."""
 
     def forward(self, x, w, b, stride, padding, activation):
-        _check_nhwc(x, "conv2d")
-        if w.ndim != 4:
-            raise ValueError(f"conv2d: w must be HWIO (kh, kw, cin, cout), got shape {tuple(w.shape)}")
-        if x.shape[3] != w.shape[2]:
-            raise ValueError(f"conv2d: x has {x.shape[3]} channels (shape {tuple(x.shape)}) but w "
-                             f"expects {w.shape[2]} (shape {tuple(w.shape)})")
-        if b is not None and tuple(b.shape) != (w.shape[3],):
-            raise ValueError(f"conv2d: b must have shape ({w.shape[3]},), got {tuple(b.shape)}")
-        hw, kernel = x.shape[1:3], w.shape[:2]
-        pads = _pads(padding, hw, kernel, stride, "conv2d")
-        _out_size(hw[0], kernel[0], stride[0], pads[0], pads[1], "conv2d", hw)
-        _out_size(hw[1], kernel[1], stride[1], pads[2], pads[3], "conv2d", hw)
+        pads = _conv_pads(x, w, b, stride, padding)
         y, self.saved = self.backend.conv2d_forward(x, w, b, stride, pads, activation == "relu", self.keep)
         return y
 
@@ -93,6 +100,31 @@ def conv2d(x, w, b=None, stride=1, padding="same", activation=None) -> Tensor:
         raise ValueError(f"conv2d: activation must be None or 'relu', got {activation!r}")
     return Conv2d.apply(x, w, b, stride=_pair(stride, "stride", "conv2d"), padding=padding,
                         activation=activation)
+
+
+class Conv2dReluMaxPool(Function):
+    """y = max_pool_2x2(relu(conv2d(x, w, b))) in one pass: the conv output is pooled
+    while still in cache and never stored whole (backends that offer it)."""
+
+    def forward(self, x, w, b, stride, padding):
+        pads = _conv_pads(x, w, b, stride, padding)
+        y, self.saved = self.backend.conv2d_relu_pool_forward(x, w, b, stride, pads, self.keep)
+        return y
+
+    def backward(self, gy):
+        need_x, need_w, need_b = self.needs_input_grad
+        return self.backend.conv2d_relu_pool_backward(gy, self.saved, need_x, need_w, need_b)
+
+
+def conv2d_relu_max_pool(x, w, b=None, stride=1, padding="same") -> Tensor:
+    """``max_pool2d(conv2d(x, w, b, stride, padding, "relu"))`` (2x2, stride 2, valid), fused
+    where the device's backend has a fused kernel, composed otherwise."""
+    stride = _pair(stride, "stride", "conv2d")
+    device = x.device if isinstance(x, Tensor) else w.device if isinstance(w, Tensor) else None
+    backend = get_backend(device or get_default_device())
+    if not hasattr(backend, "conv2d_relu_pool_forward"):
+        return max_pool2d(conv2d(x, w, b, stride, padding, "relu"))
+    return Conv2dReluMaxPool.apply(x, w, b, stride=stride, padding=padding)
 
 
 # ---- pooling --------------------------------------------------------------------------
@@ -352,7 +384,6 @@ def softmax_cross_entropy(logits, labels, class_weight=None, reduction: str = "m
     bad = labels_np[(labels_np < 0) | (labels_np >= classes)]
     if bad.size:
         raise ValueError(f"softmax_cross_entropy: label {bad[0]} is outside [0, {classes})")
-    from minicnn.backends import get_backend
     backend = get_backend(logits.device)
     weights = _class_weights(class_weight, classes, logits.dtype)
     return SoftmaxCrossEntropy.apply(logits, labels=backend.asarray(labels_np.astype(np.int64)),

@@ -8,6 +8,7 @@ classes here only keep hyper-parameters and state. Parameters whose
 from __future__ import annotations
 
 import math
+import typing
 
 import numpy as np
 
@@ -38,7 +39,7 @@ def _param_groups(params, defaults: dict) -> list:
 
 
 class Optimizer:
-    defaults: dict = {}
+    defaults: typing.ClassVar[dict] = {}
     state_keys: tuple = ()
 
     def __init__(self, params, **settings):
@@ -122,7 +123,7 @@ class Optimizer:
 class SGD(Optimizer):
     """Keras SGD: v = momentum v - lr (g + wd p); p += v (Nesterov: p += momentum v - lr (g + wd p))."""
 
-    defaults = {"lr": 0.01, "momentum": 0.0, "nesterov": False, "weight_decay": 0.0}
+    defaults: typing.ClassVar[dict] = {"lr": 0.01, "momentum": 0.0, "nesterov": False, "weight_decay": 0.0}
     state_keys = ("velocity",)
 
     def __init__(self, params, lr: float = 0.01, momentum: float = 0.0, nesterov: bool = False,
@@ -137,7 +138,7 @@ class SGD(Optimizer):
 class Adam(Optimizer):
     """Adam (Kingma & Ba), Keras form: p -= lr sqrt(1-b2^t)/(1-b1^t) m / (sqrt(v) + eps)."""
 
-    defaults = {"lr": 1e-3, "beta1": 0.9, "beta2": 0.999, "eps": 1e-7}
+    defaults: typing.ClassVar[dict] = {"lr": 1e-3, "beta1": 0.9, "beta2": 0.999, "eps": 1e-7}
     state_keys = ("m", "v")
 
     def __init__(self, params, lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-7):

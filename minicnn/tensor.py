@@ -314,9 +314,8 @@ class Function:
 
     def release(self) -> None:
         """Drop everything kept for backward; a second backward then raises."""
-        parents = self.__dict__.get("parents", ())
         self.__dict__.clear()
-        self.parents, self.released = parents, True
+        self.parents, self.released = (), True
 
 
-from minicnn import ops  # noqa: E402  (ops subclass Function, defined above)
+from minicnn import ops

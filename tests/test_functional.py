@@ -149,6 +149,8 @@ GRAD_CASES = {
     "conv2d same stride 2 relu": (lambda x, w, b: F.conv2d(x, w, b, stride=2, activation="relu"),
                                   [(1, 5, 4, 2), (3, 3, 2, 2), (2,)]),
     "conv2d int padding": (lambda x, w: F.conv2d(x, w, padding=2), [(1, 3, 3, 1), (2, 2, 1, 2)]),
+    "conv2d relu max_pool fused": (lambda x, w, b: F.conv2d_relu_max_pool(x, w, b),
+                                   [(1, 4, 6, 9), (3, 3, 9, 2), (2,)]),
     "max_pool2d": (lambda x: F.max_pool2d(x), [(2, 5, 4, 3)]),
     "max_pool2d overlapping same": (lambda x: F.max_pool2d(x, 3, 2, "same"), [(1, 5, 5, 2)]),
     "avg_pool2d same": (lambda x: F.avg_pool2d(x, 3, 2, "same"), [(1, 5, 4, 2)]),
@@ -215,3 +217,36 @@ def test_errors_name_the_op_argument_and_shapes():
         F.conv2d(Tensor(x), Tensor(np.zeros((3, 3, 3, 8))))
     with pytest.raises(ValueError, match="rate"):
         F.dropout(x, 1.0, training=True)
+
+
+@pytest.mark.parametrize("shape,co,stride,padding", [
+    ((2, 8, 8, 16), 8, 1, "same"), ((1, 7, 9, 12), 5, 1, "same"), ((2, 6, 6, 3), 4, 1, "same"),
+    ((1, 9, 9, 10), 6, 2, "valid"), ((3, 32, 32, 16), 16, 1, "same")])
+def test_fused_conv_relu_pool_equals_the_three_ops(shape, co, stride, padding):
+    x = rng.standard_normal(shape).astype(np.float32)
+    w = rng.standard_normal((3, 3, shape[3], co)).astype(np.float32)
+    b = rng.standard_normal(co).astype(np.float32)
+    inputs = [Tensor(a, requires_grad=True) for a in (x, w, b)]
+    fused = F.conv2d_relu_max_pool(*inputs, stride=stride, padding=padding)
+    plain = [Tensor(a, requires_grad=True) for a in (x, w, b)]
+    composed = F.max_pool2d(F.conv2d(*plain, stride=stride, padding=padding, activation="relu"))
+    assert_close(fused.numpy(), composed.numpy(), rtol=1e-5, atol=1e-5)
+    gy = rng.standard_normal(fused.shape).astype(np.float32)
+    fused.backward(gy)
+    composed.backward(gy)
+    for a, p in zip(inputs, plain):
+        assert_close(a.grad, p.grad, rtol=1e-4, atol=1e-4)
+
+
+def test_sequential_fuses_conv_and_pool_without_changing_results():
+    import minicnn
+    from minicnn import nn
+    minicnn.seed(5)
+    model = nn.Sequential([nn.Conv2D(12, 3, activation="relu"), nn.MaxPool2D(), nn.Conv2D(8, 3),
+                           nn.MaxPool2D(), nn.Flatten(), nn.Dense(3)]).build((None, 10, 10, 9))
+    x = rng.standard_normal((2, 10, 10, 9)).astype(np.float32)
+    y = model(x)
+    step = Tensor(x)
+    for layer in model.layers:
+        step = layer(step)
+    assert_close(y.numpy(), step.numpy(), rtol=1e-5, atol=1e-5)

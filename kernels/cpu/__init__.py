@@ -1,1 +1,1 @@
-from kernels.cpu import elementwise, im2col, pool  # noqa: F401
+from kernels.cpu import conv_direct, elementwise, epilogue, im2col, pool, workspace  # noqa: F401

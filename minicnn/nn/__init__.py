@@ -1,10 +1,32 @@
 """Layers and containers (Keras names and defaults)."""
 
-from minicnn.nn.layers import (Conv2D, Dense, Dropout, Flatten, GlobalAveragePooling2D, MaxPool2D, ReLU,
-                               glorot_uniform)
+from minicnn.nn.layers import (
+                               Conv2D,
+                               Dense,
+                               Dropout,
+                               Flatten,
+                               GlobalAveragePooling2D,
+                               MaxPool2D,
+                               ReLU,
+                               glorot_uniform,
+)
 from minicnn.nn.module import Module, Parameter, Sequential, reset_names, unique_name
 
 MaxPooling2D = MaxPool2D  # Keras' other name for it
 
-__all__ = ["Module", "Parameter", "Sequential", "Conv2D", "MaxPool2D", "MaxPooling2D", "Dense", "Flatten",
-           "Dropout", "ReLU", "GlobalAveragePooling2D", "glorot_uniform", "reset_names", "unique_name"]
+__all__ = [
+                               "Conv2D",
+                               "Dense",
+                               "Dropout",
+                               "Flatten",
+                               "GlobalAveragePooling2D",
+                               "MaxPool2D",
+                               "MaxPooling2D",
+                               "Module",
+                               "Parameter",
+                               "ReLU",
+                               "Sequential",
+                               "glorot_uniform",
+                               "reset_names",
+                               "unique_name",
+]

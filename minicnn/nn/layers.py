@@ -78,6 +78,18 @@ class Conv2D(Module):
                              f"got input of shape {x.shape}")
         return F.conv2d(x, self.kernel, self.bias, self.strides, self.padding, self.activation)
 
+    def fuses_with(self, layer) -> bool:
+        """True when ``layer`` is a 2x2/2 valid max pool that can share this ReLU conv's pass."""
+        return (self.activation == "relu" and isinstance(layer, MaxPool2D) and self.built and layer.built
+                and layer.pool_size == (2, 2) and layer.strides == (2, 2) and layer.padding == "valid")
+
+    def forward_pooled(self, x):
+        """This layer followed by a 2x2/2 max pool, in one fused op."""
+        if x.shape[-1] != self.kernel.shape[2]:
+            raise ValueError(f"Conv2D {self.name!r}: built for {self.kernel.shape[2]} input channels, "
+                             f"got input of shape {x.shape}")
+        return F.conv2d_relu_max_pool(x, self.kernel, self.bias, self.strides, self.padding)
+
     def flops(self) -> int:
         _, oh, ow, co = self.output_shape
         kh, kw, ci, _ = self.kernel.shape
@@ -181,5 +193,13 @@ class GlobalAveragePooling2D(Module):
         return F.global_avg_pool2d(x)
 
 
-__all__ = ["Conv2D", "MaxPool2D", "Dense", "Flatten", "Dropout", "ReLU", "GlobalAveragePooling2D",
-           "glorot_uniform"]
+__all__ = [
+    "Conv2D",
+    "Dense",
+    "Dropout",
+    "Flatten",
+    "GlobalAveragePooling2D",
+    "MaxPool2D",
+    "ReLU",
+    "glorot_uniform",
+]

@@ -238,7 +238,7 @@ class Sequential(Module):
         taken = {leaf.name for leaf in self.leaf_layers()} if self.layers else set()
         clash = taken & {leaf.name for leaf in layer.leaf_layers()}
         if clash:
-            raise ValueError(f"Sequential {self.name!r}: a layer named {sorted(clash)[0]!r} is already there")
+            raise ValueError(f"Sequential {self.name!r}: a layer named {min(clash)!r} is already there")
         self.layers.append(layer)
         self.built = False
 
@@ -275,8 +275,16 @@ class Sequential(Module):
         """Run every layer; with ``layers=[names]``, return {name: output} of those
         (leaf) layers, stopping after the last one asked for."""
         if layers is None:
-            for layer in self.layers:
-                x = layer(x)
+            i = 0
+            while i < len(self.layers):
+                layer = self.layers[i]
+                after = self.layers[i + 1] if i + 1 < len(self.layers) else None
+                if hasattr(layer, "fuses_with") and layer.fuses_with(after):
+                    x = layer.forward_pooled(x)  # conv + ReLU + 2x2 pool in one pass
+                    i += 2
+                else:
+                    x = layer(x)
+                    i += 1
             return x
         wanted = list(layers)
         leaves = self.leaf_layers()

@@ -33,7 +33,7 @@ def summary(model, input_shape=None, print_fn=print) -> str:
                          "or pass input_shape")
     itemsize = 4
     rows = []
-    totals = dict(trainable=0, frozen=0, flops=0, bytes=0)
+    totals = {"trainable": 0, "frozen": 0, "flops": 0, "bytes": 0}
     for layer in model.leaf_layers():
         trainable = sum(p.size for _, p in layer.own_parameters() if p.trainable)
         frozen = sum(p.size for _, p in layer.own_parameters() if not p.trainable)
