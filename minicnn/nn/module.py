@@ -273,33 +273,32 @@ class Sequential(Module):
 
     def forward(self, x, layers=None):
         """Run every layer; with ``layers=[names]``, return {name: output} of those
-        (leaf) layers, stopping after the last one asked for."""
-        if layers is None:
-            i = 0
-            while i < len(self.layers):
-                layer = self.layers[i]
-                after = self.layers[i + 1] if i + 1 < len(self.layers) else None
-                if hasattr(layer, "fuses_with") and layer.fuses_with(after):
-                    x = layer.forward_pooled(x)  # conv + ReLU + 2x2 pool in one pass
-                    i += 2
-                else:
-                    x = layer(x)
-                    i += 1
-            return x
-        wanted = list(layers)
-        leaves = self.leaf_layers()
-        known = {leaf.name for leaf in leaves}
-        for name in wanted:
-            if name not in known:
-                raise KeyError(f"no layer named {name!r} in {self.name!r}")
-        outputs = {}
-        for leaf in leaves:
-            x = leaf(x)
-            if leaf.name in wanted:
-                outputs[leaf.name] = x
+        (leaf) layers, stopping after the last one asked for.
+
+        A ReLU Conv2D followed by a 2x2 MaxPool2D runs as one fused op, unless the
+        conv's own output is asked for.
+        """
+        wanted = None if layers is None else list(layers)
+        steps = self.layers if wanted is None else self.leaf_layers()
+        if wanted is not None:
+            known = {leaf.name for leaf in steps}
+            for name in wanted:
+                if name not in known:
+                    raise KeyError(f"no layer named {name!r} in {self.name!r}")
+        outputs, i = {}, 0
+        while i < len(steps):
+            layer = steps[i]
+            after = steps[i + 1] if i + 1 < len(steps) else None
+            if (hasattr(layer, "fuses_with") and layer.fuses_with(after)
+                    and (wanted is None or layer.name not in wanted)):
+                x, last, i = layer.forward_pooled(x), after, i + 2
+            else:
+                x, last, i = layer(x), layer, i + 1
+            if wanted is not None and last.name in wanted:
+                outputs[last.name] = x
                 if len(outputs) == len(wanted):
                     break
-        return outputs
+        return x if wanted is None else outputs
 
     def features(self, x, layers):
         """{name: output} for the named layers, from one forward pass."""
