@@ -22,6 +22,12 @@ def conv_output_size(size: int, kernel: int, stride: int, pad_before: int, pad_a
     return (size + pad_before + pad_after - kernel) // stride + 1
 
 
+def zero_pad(x, pads):
+    """x (N, H, W, C) with (top, bottom, left, right) rows/columns of zeros added."""
+    pt, pb, pl, pr = pads
+    return np.pad(np.asarray(x, np.float64), ((0, 0), (pt, pb), (pl, pr), (0, 0)))
+
+
 def conv2d(x, w, b=None, stride=(1, 1), pads=(0, 0, 0, 0)):
     """y[n,i,j,o] = b[o] + sum_{p,q,c} xpad[n, i*sh+p, j*sw+q, c] * w[p,q,c,o] (no kernel flip)."""
     x = np.asarray(x, np.float64)
@@ -30,8 +36,7 @@ def conv2d(x, w, b=None, stride=(1, 1), pads=(0, 0, 0, 0)):
     kh, kw, _, co = w.shape
     sh, sw = stride
     pt, pb, pl, pr = pads
-    xp = np.zeros((n, h + pt + pb, wd + pl + pr, c))
-    xp[:, pt:pt + h, pl:pl + wd, :] = x
+    xp = zero_pad(x, pads)
     oh = conv_output_size(h, kh, sh, pt, pb)
     ow = conv_output_size(wd, kw, sw, pl, pr)
     y = np.zeros((n, oh, ow, co))
@@ -77,12 +82,10 @@ def conv2d_backward_weights(gy, x, w_shape, stride=(1, 1), pads=(0, 0, 0, 0)):
     """gw[p,q,c,o] = sum_{n,i,j} xpad[n, i*sh+p, j*sw+q, c] * gy[n,i,j,o]."""
     gy = np.asarray(gy, np.float64)
     x = np.asarray(x, np.float64)
-    n, h, wd, c = x.shape
+    n, c = x.shape[0], x.shape[3]
     kh, kw, _, co = w_shape
     sh, sw = stride
-    pt, pb, pl, pr = pads
-    xp = np.zeros((n, h + pt + pb, wd + pl + pr, c))
-    xp[:, pt:pt + h, pl:pl + wd, :] = x
+    xp = zero_pad(x, pads)
     _, oh, ow, _ = gy.shape
     gw = np.zeros(w_shape)
     for p in range(kh):

@@ -12,6 +12,13 @@
 Set NUMBA_ENABLE_CUDASIM=1 before numba.cuda is first imported to run in the simulator.
 """
 
+from numba.cuda.core.config import ENABLE_CUDASIM as _SIMULATOR
+
+if _SIMULATOR:
+    from kernels.cuda.simulator import lock_shared_allocation
+
+    lock_shared_allocation()  # simulator.py: a race in the simulator's shared arrays
+
 
 def compile_all(cc="sm_80") -> dict:
     """{kernel name: PTX text} for every kernel (works without a GPU or driver)."""

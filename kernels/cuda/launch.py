@@ -31,6 +31,12 @@ def _ceil_div(a, b):
     return -(-a // b)
 
 
+
+# The functions of the backend interface (minicnn/backends/__init__.py) CudaOps provides.
+BACKEND_OPS = ("conv2d_forward", "conv2d_backward", "max_pool_forward", "max_pool_backward", "relu",
+               "relu_backward", "matmul", "bias_grad", "softmax_cross_entropy",
+               "softmax_cross_entropy_backward", "dropout_mask", "sgd_update", "adam_update")
+
 class CudaOps:
     """Backend functions for one CUDA device (or the simulator).
 

@@ -190,16 +190,23 @@ def _conv_into(x, w2, b, kh, kw, stride, pads, relu, y2):
                 multiply, finish if has_bias or relu else None)
 
 
-def conv2d_forward(x, w, b, stride, pads, relu, keep):
-    """y = act(conv(x, w) + b), NHWC; ``saved`` keeps x, w and the ReLU output (no columns)."""
+def _conv_inputs(x, w, b):
+    """x, w and b as contiguous arrays of x's dtype, the channel counts checked."""
     x = np.ascontiguousarray(x)
     w = np.ascontiguousarray(w, x.dtype)
     if b is not None:
         b = np.ascontiguousarray(b, x.dtype)
+    if w.shape[2] != x.shape[3]:
+        raise ValueError(f"conv2d: input has {x.shape[3]} channels but the kernel {w.shape} expects "
+                         f"{w.shape[2]}")
+    return x, w, b
+
+
+def conv2d_forward(x, w, b, stride, pads, relu, keep):
+    """y = act(conv(x, w) + b), NHWC; ``saved`` keeps x, w and the ReLU output (no columns)."""
+    x, w, b = _conv_inputs(x, w, b)
     n, h, wd, c = x.shape
-    kh, kw, wc, co = w.shape
-    if wc != c:
-        raise ValueError(f"conv2d: input has {c} channels but the kernel {w.shape} expects {wc}")
+    kh, kw, _, co = w.shape
     (sh, sw), (pt, pb, pl, pr) = stride, pads
     oh, ow = _out_size(h, kh, sh, pt, pb), _out_size(wd, kw, sw, pl, pr)
     y = _ws.output((n, oh, ow, co), x.dtype)
@@ -326,14 +333,9 @@ def conv2d_relu_pool_forward(x, w, b, stride, pads, keep):
     Where fusion does not apply (few input channels, 1x1, odd conv output size) the
     separate ops run, so it is always safe to call.
     """
-    x = np.ascontiguousarray(x)
-    w = np.ascontiguousarray(w, x.dtype)
-    if b is not None:
-        b = np.ascontiguousarray(b, x.dtype)
+    x, w, b = _conv_inputs(x, w, b)
     n, h, wd, c = x.shape
-    kh, kw, wc, co = w.shape
-    if wc != c:
-        raise ValueError(f"conv2d: input has {c} channels but the kernel {w.shape} expects {wc}")
+    kh, kw, _, co = w.shape
     (sh, sw), (pt, pb, pl, pr) = stride, pads
     oh, ow = _out_size(h, kh, sh, pt, pb), _out_size(wd, kw, sw, pl, pr)
     if not _fusable(c, kh, kw, stride, pads, oh, ow):

@@ -27,7 +27,7 @@ if _gpus == 0:
 from numba import cuda as _numba_cuda
 from numba.cuda.core import config as _numba_config
 
-from kernels.cuda.launch import CudaOps, settings_from_env
+from kernels.cuda.launch import BACKEND_OPS, CudaOps, settings_from_env
 
 if _numba_config.ENABLE_CUDASIM:
     raise RuntimeError("device 'cuda' cannot run in a process where Numba's CUDA simulator is on "
@@ -64,16 +64,5 @@ def to_numpy(a):
     return cupy.asnumpy(a)
 
 
-conv2d_forward = _ops.conv2d_forward
-conv2d_backward = _ops.conv2d_backward
-max_pool_forward = _ops.max_pool_forward
-max_pool_backward = _ops.max_pool_backward
-relu = _ops.relu
-relu_backward = _ops.relu_backward
-matmul = _ops.matmul
-bias_grad = _ops.bias_grad
-softmax_cross_entropy = _ops.softmax_cross_entropy
-softmax_cross_entropy_backward = _ops.softmax_cross_entropy_backward
-dropout_mask = _ops.dropout_mask
-sgd_update = _ops.sgd_update
-adam_update = _ops.adam_update
+# the backend interface (minicnn/backends/__init__.py), all launched through _ops
+globals().update({op: getattr(_ops, op) for op in BACKEND_OPS})

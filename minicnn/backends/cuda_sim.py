@@ -24,7 +24,7 @@ if not ENABLE_CUDASIM:
                        "real numba.cuda (NUMBA_ENABLE_CUDASIM was not 1 at that point). Set "
                        "NUMBA_ENABLE_CUDASIM=1 before importing numba/minicnn, or use a fresh process.")
 
-from kernels.cuda.launch import CudaOps, settings_from_env
+from kernels.cuda.launch import BACKEND_OPS, CudaOps, settings_from_env
 
 name = "cuda-sim"
 xp = np
@@ -39,16 +39,5 @@ def to_numpy(a):
     return np.asarray(a)
 
 
-conv2d_forward = _ops.conv2d_forward
-conv2d_backward = _ops.conv2d_backward
-max_pool_forward = _ops.max_pool_forward
-max_pool_backward = _ops.max_pool_backward
-relu = _ops.relu
-relu_backward = _ops.relu_backward
-matmul = _ops.matmul
-bias_grad = _ops.bias_grad
-softmax_cross_entropy = _ops.softmax_cross_entropy
-softmax_cross_entropy_backward = _ops.softmax_cross_entropy_backward
-dropout_mask = _ops.dropout_mask
-sgd_update = _ops.sgd_update
-adam_update = _ops.adam_update
+# the backend interface (minicnn/backends/__init__.py), all launched through _ops
+globals().update({op: getattr(_ops, op) for op in BACKEND_OPS})
