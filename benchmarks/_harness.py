@@ -175,3 +175,19 @@ def bar_plot(name: str, labels: list[str], series: dict, ylabel: str, title: str
     plt.close(fig)
     print(f"wrote {path}")
     return path
+
+
+def no_gpu_reason() -> str | None:
+    """Why this process cannot time a real GPU through CuPy, or None if it can."""
+    if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
+        return "NUMBA_ENABLE_CUDASIM=1 is set: the real GPU cannot be used in this process"
+    try:
+        import cupy
+    except ImportError:
+        return "CuPy is not installed"
+    try:
+        if cupy.cuda.runtime.getDeviceCount() == 0:
+            return "CuPy finds no GPU"
+    except cupy.cuda.runtime.CUDARuntimeError as err:
+        return f"no usable GPU ({err})"
+    return None

@@ -17,24 +17,10 @@ import os
 import sys
 import time
 
+import _harness as H  # benchmarks/ is the script's directory, so first on sys.path
 import numpy as np
 
 CLASSES = 10
-
-
-def no_gpu_reason() -> str | None:
-    if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
-        return "NUMBA_ENABLE_CUDASIM=1 is set: the real GPU cannot be used in this process"
-    try:
-        import cupy
-    except ImportError:
-        return "CuPy is not installed"
-    try:
-        if cupy.cuda.runtime.getDeviceCount() == 0:
-            return "CuPy finds no GPU"
-    except cupy.cuda.runtime.CUDARuntimeError as err:
-        return f"no usable GPU ({err})"
-    return None
 
 
 def cpu_name() -> str:
@@ -116,7 +102,7 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--cpu-steps", type=int, default=2)
     args = parser.parse_args(argv)
-    reason = no_gpu_reason()
+    reason = H.no_gpu_reason()
     if reason:
         print(f"gpu_vs_cpu: no GPU benchmark here: {reason}.")
         return 0

@@ -17,9 +17,9 @@ Without a GPU (or without CuPy / PyTorch with CUDA) it says so in one line and e
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
+import _harness as H  # benchmarks/ is the script's directory, so first on sys.path
 import numpy as np
 
 VGG16_CONVS = [(3, 64), (64, 64), "M", (64, 128), (128, 128), "M", (128, 256), (256, 256), (256, 256), "M",
@@ -27,17 +27,10 @@ VGG16_CONVS = [(3, 64), (64, 64), "M", (64, 128), (128, 128), "M", (128, 256), (
 
 
 def no_gpu_reason() -> str | None:
-    if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
-        return "NUMBA_ENABLE_CUDASIM=1 is set: the real GPU cannot be used in this process"
-    try:
-        import cupy
-    except ImportError:
-        return "CuPy is not installed"
-    try:
-        if cupy.cuda.runtime.getDeviceCount() == 0:
-            return "CuPy finds no GPU"
-    except cupy.cuda.runtime.CUDARuntimeError as err:
-        return f"no usable GPU ({err})"
+    """Why the GPU or the cuDNN reference cannot be timed here, or None."""
+    reason = H.no_gpu_reason()
+    if reason:
+        return reason
     try:
         import torch
     except ImportError:

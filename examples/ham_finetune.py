@@ -30,14 +30,14 @@ import time
 import numpy as np
 
 import minicnn
-from minicnn import figures, optim
 from minicnn import metrics as M
+from minicnn import optim
 from minicnn.data import HAM10000, DataLoader, split, synthetic
 from minicnn.experiments.published import published_table
 from minicnn.io import WeightsError
 from minicnn.models import imagenet_weights_path, vgg16
 from minicnn.train import EarlyStopping, apply_preset, evaluate, fit
-from minicnn.train.explain import gradcam
+from minicnn.train.explain import report_figures
 
 
 def find_weights(path: str | None) -> str | None:
@@ -117,17 +117,7 @@ def main(argv=None) -> int:
     print("\nF1 on the test split (thesis: Table 7.1, real HAM10000 at 224 px with ImageNet weights)")
     print(M.to_text(rows))
     fig_dir = os.path.join(args.out, "figures")
-    written = [figures.training_curves({"train": {"accuracy": history["accuracy"]},
-                                        "validation": {"accuracy": history["val_accuracy"]}},
-                                       os.path.join(fig_dir, "accuracy.png")),
-               figures.confusion_matrix(M.confusion_matrix(result["y_true"], result["y_pred"], len(ds.class_names)),
-                                        ds.class_names, os.path.join(fig_dir, "confusion.png"))]
-    raw, _ = next(iter(DataLoader(test, batch_size=3, progress=False, workers=0)))
-    scaled, _ = next(iter(DataLoader(test, batch_size=3, preprocess="caffe", progress=False, workers=0)))
-    for k in range(len(raw)):
-        cam, c, probs = gradcam(model, scaled[k], "block5_conv3")
-        written.append(figures.gradcam_overlay(raw[k], cam, os.path.join(fig_dir, f"gradcam_{k}.png"),
-                                               f"block5_conv3: {ds.class_names[c]} ({probs[c]:.2f})"))
+    written = report_figures(model, history, result, test, ds.class_names, fig_dir, n_images=3)
     print("figures:", *written, sep="\n  ")
     print(f"macro F1 {s['macro_f1']:.3f} (majority class: {base['macro_f1']:.3f}, chance ~{1 / len(ds.class_names):.3f}); "
           f"{time.perf_counter() - start:.0f} s in all")

@@ -29,15 +29,15 @@ import time
 import numpy as np
 
 import minicnn
-from minicnn import figures, optim
 from minicnn import metrics as M
+from minicnn import optim
 from minicnn.data import ChestXRay, DataLoader, split, synthetic
 from minicnn.experiments.models import load_conv_weights
 from minicnn.experiments.published import published_table
 from minicnn.io import WeightsError
 from minicnn.models import imagenet_weights_path, vgg16
 from minicnn.train import EarlyStopping, apply_preset, evaluate, fit
-from minicnn.train.explain import gradcam
+from minicnn.train.explain import report_figures
 
 
 def main(argv=None) -> int:
@@ -116,17 +116,7 @@ def main(argv=None) -> int:
     except ValueError:
         pass
     fig_dir = os.path.join(args.out, "figures")
-    written = [figures.training_curves({"train": {"accuracy": history["accuracy"]},
-                                        "validation": {"accuracy": history["val_accuracy"]}},
-                                       os.path.join(fig_dir, "accuracy.png")),
-               figures.confusion_matrix(M.confusion_matrix(result["y_true"], result["y_pred"], 2), ds.class_names,
-                                        os.path.join(fig_dir, "confusion.png"))]
-    raw, _ = next(iter(DataLoader(test, batch_size=2, progress=False, workers=0)))
-    scaled, _ = next(iter(DataLoader(test, batch_size=2, preprocess="caffe", progress=False, workers=0)))
-    for k in range(len(raw)):
-        cam, c, probs = gradcam(model, scaled[k], "block5_conv3")
-        written.append(figures.gradcam_overlay(raw[k], cam, os.path.join(fig_dir, f"gradcam_{k}.png"),
-                                               f"block5_conv3: {ds.class_names[c]} ({probs[c]:.2f})"))
+    written = report_figures(model, history, result, test, ds.class_names, fig_dir, n_images=2)
     print("figures:", *written, sep="\n  ")
     print(f"macro F1 {s['macro_f1']:.3f} (majority class {base['macro_f1']:.3f}); "
           f"{time.perf_counter() - start:.0f} s in all")

@@ -8,6 +8,7 @@ without the variable.
 """
 
 import os
+import sys
 
 os.environ.setdefault("NUMBA_ENABLE_CUDASIM", "1")
 
@@ -31,6 +32,18 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(pytest.mark.skip(reason=reason))
+
+
+@pytest.fixture
+def quick_thread_switching():
+    """The simulator's threads hand the GIL around at every barrier: switch sooner.
+
+    Use with ``pytestmark = pytest.mark.usefixtures("quick_thread_switching")``.
+    """
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(5e-4)
+    yield
+    sys.setswitchinterval(old)
 
 
 def numeric_gradient(f, arrays, index, eps=1e-6):

@@ -26,12 +26,7 @@ DEVICES = ("cpu", "cuda-sim")
 TOL = {"rtol": 1e-4, "atol": 1e-5}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def quick_thread_switching():
-    old = sys.getswitchinterval()
-    sys.setswitchinterval(5e-4)
-    yield
-    sys.setswitchinterval(old)
+pytestmark = pytest.mark.usefixtures("quick_thread_switching")
 
 
 def run_on(device, fn, arrays, seed=0):

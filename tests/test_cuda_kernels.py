@@ -5,7 +5,6 @@ one Python thread per CUDA thread), and the launch wrappers' split-K and
 two-pass reductions are exercised on purpose.
 """
 
-import sys
 
 import numpy as np
 import pytest
@@ -21,13 +20,7 @@ from minicnn.backends import get_backend
 RTOL, ATOL = 1e-5, 1e-5
 
 
-@pytest.fixture(scope="module", autouse=True)
-def quick_thread_switching():
-    """The simulator's threads hand the GIL around at every barrier; switch sooner."""
-    old = sys.getswitchinterval()
-    sys.setswitchinterval(5e-4)
-    yield
-    sys.setswitchinterval(old)
+pytestmark = pytest.mark.usefixtures("quick_thread_switching")
 
 
 @pytest.fixture(scope="module")

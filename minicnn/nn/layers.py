@@ -192,14 +192,3 @@ class GlobalAveragePooling2D(Module):
     def forward(self, x):
         return F.global_avg_pool2d(x)
 
-
-__all__ = [
-    "Conv2D",
-    "Dense",
-    "Dropout",
-    "Flatten",
-    "GlobalAveragePooling2D",
-    "MaxPool2D",
-    "ReLU",
-    "glorot_uniform",
-]

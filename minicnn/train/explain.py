@@ -92,3 +92,31 @@ def gradcam(model, image: np.ndarray, layer: str = "block5_conv3",
     cam = np.maximum((amap * alpha).sum(axis=2), 0.0)
     top = cam.max()
     return (cam / top if top > 0 else cam), c, probs
+
+
+def report_figures(model, history, result, test, class_names, fig_dir: str, n_images: int = 3,
+                   layer: str = "block5_conv3") -> list:
+    """The figures a fine-tuning run writes: training and validation accuracy per epoch,
+    the test confusion matrix, and Grad-CAM on ``layer`` for the first test images.
+
+    ``result`` is what ``evaluate`` returns (``y_true``, ``y_pred``); ``test`` is the
+    dataset the images come from. Returns the paths written.
+    """
+    import os
+
+    from minicnn import figures
+    from minicnn import metrics as M
+    from minicnn.data import DataLoader
+
+    written = [figures.training_curves({"train": {"accuracy": history["accuracy"]},
+                                        "validation": {"accuracy": history["val_accuracy"]}},
+                                       os.path.join(fig_dir, "accuracy.png")),
+               figures.confusion_matrix(M.confusion_matrix(result["y_true"], result["y_pred"], len(class_names)),
+                                        class_names, os.path.join(fig_dir, "confusion.png"))]
+    raw, _ = next(iter(DataLoader(test, batch_size=n_images, progress=False, workers=0)))
+    scaled, _ = next(iter(DataLoader(test, batch_size=n_images, preprocess="caffe", progress=False, workers=0)))
+    for k in range(len(raw)):
+        cam, c, probs = gradcam(model, scaled[k], layer)
+        written.append(figures.gradcam_overlay(raw[k], cam, os.path.join(fig_dir, f"gradcam_{k}.png"),
+                                               f"{layer}: {class_names[c]} ({probs[c]:.2f})"))
+    return written
