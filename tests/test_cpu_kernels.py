@@ -252,3 +252,37 @@ def test_conv_relu_pool_matches_the_three_ops(case, dtype, gemm_mode):
     assert none_w is None and none_b is None
     close(gx_only, ref.conv2d_backward_data(g, w, x.shape, (1, 1), pads), dtype)
     assert cpu.conv2d_relu_pool_forward(x, w, b, (1, 1), pads, False)[1] is None
+
+
+# (what it exercises, x shape NHWC, kernel (kh, kw, cout), stride, pads): the direct
+# kernels' register passes (K padded to multiples of 27; rows of OW in pixel passes), borders.
+DIRECT_CASES = [
+    ("3x3 rgb, odd width", (2, 5, 7, 3), (3, 3, 19), (1, 1), (1, 1, 1, 1)),
+    ("3x3 one channel, K < one pass", (1, 4, 5, 1), (3, 3, 6), (1, 1), (1, 1, 1, 1)),
+    ("5x5 rgb, three passes", (2, 7, 6, 3), (5, 5, 8), (1, 1), (2, 2, 2, 2)),
+    ("3x3 stride 2, asymmetric pads", (1, 8, 9, 4), (3, 3, 5), (2, 2), (0, 1, 1, 0)),
+    ("pads wider than the kernel", (1, 3, 4, 2), (2, 3, 3), (1, 2), (2, 3, 3, 2)),
+    ("one output column", (1, 4, 1, 3), (3, 3, 4), (1, 1), (1, 1, 1, 1)),
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("bias", [False, True])
+@pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize("case", DIRECT_CASES, ids=[c[0] for c in DIRECT_CASES])
+def test_direct_conv_matches_reference(case, relu, bias, dtype):
+    _, x_shape, (kh, kw, co), stride, pads = case
+    rng = np.random.default_rng([zlib.crc32(case[0].encode()), relu, bias])
+    x = rng.standard_normal(x_shape).astype(dtype)
+    w = rng.standard_normal((kh, kw, x_shape[3], co)).astype(dtype)
+    b = rng.standard_normal(co).astype(dtype) if bias else None
+    y, saved = cpu.conv2d_forward(x, w, b, stride, pads, relu, True)
+    expected = ref.conv2d(x, w, b, stride, pads)
+    if relu:
+        expected = np.maximum(expected, 0)
+    close(y, expected, dtype)
+
+    gy = rng.standard_normal(y.shape).astype(dtype)
+    g = gy * (expected > 0) if relu else gy
+    _, gw, _ = cpu.conv2d_backward(gy, saved, False, True, False)         # pixel passes, zero-padded tail
+    close(gw, ref.conv2d_backward_weights(g, x, w.shape, stride, pads), dtype)
