@@ -1,10 +1,11 @@
 """The fast CPU backend against kernels/reference.py, path by path.
 
 Each specialised convolution path (direct loops for few channels, 1x1, strided
-col2im, padded/unpadded im2col tiles, the rotated-kernel input gradient, fused
-bias + ReLU), both pooling kernels and the workspace reuse are checked on small
-random shapes in float32 and float64. Tiles are made tiny and two threads forced,
-so multi-tile and multi-thread code runs even on these small shapes.
+col2im, padded/unpadded im2col tiles, the rotated-kernel input gradient, Winograd
+F(2x2, 3x3) in all three passes, fused bias + ReLU), both pooling kernels and the
+workspace reuse are checked on small random shapes in float32 and float64. Tiles are
+made tiny and two threads forced, so multi-tile and multi-thread code runs even on
+these small shapes.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import numpy as np
 import pytest
 
 from kernels import reference as ref
+from kernels.cpu import conv_direct
 from kernels.cpu.workspace import Workspaces
 from minicnn.backends import cpu
 
@@ -27,6 +29,8 @@ def small_tiles(monkeypatch):
     monkeypatch.setattr(cpu, "_TILE_BYTES", 1)
     monkeypatch.setattr(cpu, "_MIN_TILE_ROWS", 8)
     monkeypatch.setattr(cpu, "_SMALL_TILE_ROWS", 8)
+    monkeypatch.setattr(cpu, "_WINOGRAD_TILES", 3)
+    monkeypatch.setattr(cpu, "_WINOGRAD_MIN_TILES", 1)
     monkeypatch.setattr(cpu, "_THREADS", 2)
 
 
@@ -36,7 +40,23 @@ def gemm_mode(request, monkeypatch):
     if request.param == "whole":
         monkeypatch.setattr(cpu, "_MIN_TILE_ROWS", 10**6)
         monkeypatch.setattr(cpu, "_SMALL_TILE_ROWS", 10**6)
+        monkeypatch.setattr(cpu, "_WINOGRAD_TILES", 10**6)
     return request.param
+
+
+@pytest.fixture(params=["winograd", "im2col"])
+def conv_algo(request, monkeypatch):
+    """3x3 stride-1 convolutions by Winograd F(2x2, 3x3) (the default) and by im2col."""
+    monkeypatch.setattr(cpu, "_WINOGRAD", request.param == "winograd")
+    return request.param
+
+
+def winograd_used(saved, algo, w_shape, stride, pads) -> bool:
+    """Whether the forward pass that returned ``saved`` ran Winograd; asserts it did when it should."""
+    expected = algo == "winograd" and w_shape[:2] == (3, 3) and tuple(stride) == (1, 1) and max(pads) <= 2 \
+        and min(w_shape[2:]) >= 8
+    assert (saved[-1] is not None) == expected
+    return expected
 
 
 def close(actual, expected, dtype):
@@ -55,19 +75,23 @@ CONV_CASES = [
     ("strided, col2im", (2, 7, 8, 9), (3, 3, 6), (2, 2), (1, 1, 1, 1)),
     ("pads wider than the kernel, col2im", (1, 5, 5, 8), (3, 3, 8), (1, 1), (3, 0, 1, 3)),
     ("few output channels", (2, 6, 6, 12), (3, 3, 3), (1, 1), (1, 1, 1, 1)),
+    ("odd output sizes, cropped tiles", (2, 7, 5, 8), (3, 3, 9), (1, 1), (1, 1, 1, 1)),
+    ("pads of 2 and 0", (1, 6, 7, 10), (3, 3, 8), (1, 1), (2, 0, 0, 2)),
+    ("one pixel", (3, 1, 1, 8), (3, 3, 8), (1, 1), (1, 1, 1, 1)),
 ]
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("relu", [False, True])
 @pytest.mark.parametrize("case", CONV_CASES, ids=[c[0] for c in CONV_CASES])
-def test_conv2d_matches_reference(case, relu, dtype, gemm_mode):
+def test_conv2d_matches_reference(case, relu, dtype, gemm_mode, conv_algo):
     _, x_shape, (kh, kw, co), stride, pads = case
     rng = np.random.default_rng([zlib.crc32(case[0].encode()), relu])
     x = rng.standard_normal(x_shape).astype(dtype)
     w = rng.standard_normal((kh, kw, x_shape[3], co)).astype(dtype)
     b = rng.standard_normal(co).astype(dtype)
     y, saved = cpu.conv2d_forward(x, w, b, stride, pads, relu, True)
+    winograd_used(saved, conv_algo, w.shape, stride, pads)
     expected = ref.conv2d(x, w, b, stride, pads)
     if relu:
         expected = np.maximum(expected, 0)
@@ -137,9 +161,10 @@ def test_max_pool_ties_go_to_the_first_window_element():
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_relu_matches_reference(dtype):
+@pytest.mark.parametrize("shape", [(3, 4, 5, 2), (40, 30, 30)], ids=["serial", "parallel"])
+def test_relu_matches_reference(dtype, shape):
     rng = np.random.default_rng(3)
-    x = rng.standard_normal((3, 4, 5, 2)).astype(dtype)
+    x = rng.standard_normal(shape).astype(dtype)
     y = cpu.relu(x)
     close(y, ref.relu(x), dtype)
     gy = rng.standard_normal(x.shape).astype(dtype)
@@ -221,6 +246,7 @@ def test_adam_update_matches_reference(size):
 FUSED_CASES = [
     ("fused tiles", (2, 6, 8, 9), (3, 3, 8), (1, 1, 1, 1)),
     ("fused, valid conv", (2, 8, 6, 8), (3, 3, 5), (0, 0, 0, 0)),
+    ("fused, valid conv, Winograd", (2, 8, 6, 8), (3, 3, 11), (0, 0, 0, 0)),
     ("odd conv output: separate ops", (2, 5, 6, 8), (3, 3, 4), (1, 1, 1, 1)),
     ("rgb: separate ops", (2, 6, 6, 3), (3, 3, 4), (1, 1, 1, 1)),
 ]
@@ -228,7 +254,7 @@ FUSED_CASES = [
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("case", FUSED_CASES, ids=[c[0] for c in FUSED_CASES])
-def test_conv_relu_pool_matches_the_three_ops(case, dtype, gemm_mode):
+def test_conv_relu_pool_matches_the_three_ops(case, dtype, gemm_mode, conv_algo):
     """conv2d_relu_pool_* against reference conv -> ReLU -> 2x2 max pool, with a negative bias
     so that some windows are entirely <= 0 (no gradient at all through them)."""
     _, x_shape, (kh, kw, co), pads = case
@@ -237,6 +263,7 @@ def test_conv_relu_pool_matches_the_three_ops(case, dtype, gemm_mode):
     w = rng.standard_normal((kh, kw, x_shape[3], co)).astype(dtype)
     b = (rng.standard_normal(co) - 2.0).astype(dtype)
     y, saved = cpu.conv2d_relu_pool_forward(x, w, b, (1, 1), pads, True)
+    winograd_used(saved if saved[0] == "fused" else saved[1], conv_algo, w.shape, (1, 1), pads)
     conv = np.maximum(ref.conv2d(x, w, b, (1, 1), pads), 0)
     expected, argmax = ref.max_pool2d(conv)
     close(y, expected, dtype)
@@ -263,6 +290,9 @@ DIRECT_CASES = [
     ("3x3 stride 2, asymmetric pads", (1, 8, 9, 4), (3, 3, 5), (2, 2), (0, 1, 1, 0)),
     ("pads wider than the kernel", (1, 3, 4, 2), (2, 3, 3), (1, 2), (2, 3, 3, 2)),
     ("one output column", (1, 4, 1, 3), (3, 3, 4), (1, 1), (1, 1, 1, 1)),
+    ("5x5 stride 2, stride not dividing the kernel", (2, 9, 8, 2), (5, 5, 3), (2, 2), (2, 1, 2, 2)),
+    ("7 channels, stride wider than the kernel", (1, 7, 8, 7), (3, 2, 6), (2, 3), (1, 0, 1, 1)),
+    ("1x1 stride 2", (1, 5, 6, 3), (1, 1, 4), (2, 2), (0, 0, 0, 0)),
 ]
 
 
@@ -286,3 +316,21 @@ def test_direct_conv_matches_reference(case, relu, bias, dtype):
     g = gy * (expected > 0) if relu else gy
     _, gw, _ = cpu.conv2d_backward(gy, saved, False, True, False)         # pixel passes, zero-padded tail
     close(gw, ref.conv2d_backward_weights(g, x, w.shape, stride, pads), dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", DIRECT_CASES, ids=[c[0] for c in DIRECT_CASES])
+def test_direct_conv_input_gradient_matches_reference(case, dtype):
+    """The direct input gradient (channel passes, runs of taps per stride residue, borders)
+    writes every element of gx, through the backend and called on a NaN-filled gx."""
+    _, x_shape, (kh, kw, co), stride, pads = case
+    rng = np.random.default_rng([zlib.crc32(case[0].encode()), 7])
+    x = rng.standard_normal(x_shape).astype(dtype)
+    w = rng.standard_normal((kh, kw, x_shape[3], co)).astype(dtype)
+    y, saved = cpu.conv2d_forward(x, w, None, stride, pads, False, True)
+    gy = rng.standard_normal(y.shape).astype(dtype)
+    expected = ref.conv2d_backward_data(gy, w, x.shape, stride, pads)
+    close(cpu.conv2d_backward(gy, saved, True, False, False)[0], expected, dtype)
+    gx = np.full(x_shape, np.nan, dtype)
+    conv_direct.conv_direct_backward_data(gy, w, *stride, pads[0], pads[2], gx)
+    close(gx, expected, dtype)

@@ -117,13 +117,20 @@ def test_frozen_weights_stay_bit_identical(preset):
 
 
 def count_calls(layer):
+    """Record the batch size of every run of ``layer``, alone or fused with the pool after it."""
     calls = []
-    original = layer.forward
 
-    def counting(x, **kw):
-        calls.append(x.shape[0])
-        return original(x, **kw)
-    layer.forward = counting
+    def wrap(name):
+        original = getattr(layer, name)
+
+        def counting(x, **kw):
+            calls.append(x.shape[0])
+            return original(x, **kw)
+        setattr(layer, name, counting)
+
+    wrap("forward")
+    if hasattr(layer, "forward_pooled"):
+        wrap("forward_pooled")
     return calls
 
 

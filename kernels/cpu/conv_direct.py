@@ -5,7 +5,8 @@ then runs at a few percent of peak. Looping directly is faster: each output row
 gathers its own small (OW, K) patch matrix (in cache, never a whole column
 matrix), and the loops over it are written so that LLVM vectorises over cout and
 keeps the partial sums in registers: a tap or pixel loop of constant length is
-unrolled inside the vectorised loop.
+unrolled inside the vectorised loop. The input gradient needs no patch matrix: its
+sums over (tap column, cout) are dot products over contiguous runs of g's rows.
 """
 
 from __future__ import annotations
@@ -37,6 +38,20 @@ def _gather_row(x, bi, i, kh, kw, sh, sw, pt, pl, ow, cols):
 _TAPS_PER_PASS = 27
 
 
+@njit(cache=True)
+def _padded_weights(w2, b, has_bias, taps, dtype):
+    """w2 with K zero-padded to a multiple of ``taps``, and the bias (zeros without one), in
+    y's dtype so the sums stay float32. Serial: inside a parallel function each of these
+    array assignments would be a parallel region of its own, with a barrier."""
+    k, co = w2.shape
+    wpad = np.zeros((-(-k // taps) * taps, co), dtype)
+    wpad[:k] = w2
+    bias = np.zeros(co, dtype)
+    if has_bias:
+        bias[:] = b
+    return wpad, bias
+
+
 @njit(parallel=True, fastmath=True, cache=True)
 def conv_direct_forward(x, w2, b, has_bias, relu, kh, kw, sh, sw, pt, pl, oh, ow, y2):
     """y2[r, o] = act(b[o] + sum_{p,q,c} xpad[n, i*sh+p, j*sw+q, c] * w2[(p*kw+q)*C + c, o])
@@ -57,14 +72,10 @@ def conv_direct_forward(x, w2, b, has_bias, relu, kh, kw, sh, sw, pt, pl, oh, ow
                     y2[r, o], y2[r + 1, o] = s0, s1
     """
     n = x.shape[0]
-    k, co = w2.shape
+    co = w2.shape[1]
     taps = _TAPS_PER_PASS
-    kpad = -(-k // taps) * taps
-    wpad = np.zeros((kpad, co), y2.dtype)
-    wpad[:k] = w2
-    bias = np.zeros(co, y2.dtype)   # same dtype as y2, so the sums stay float32
-    if has_bias:
-        bias[:] = b
+    wpad, bias = _padded_weights(w2, b, has_bias, taps, y2.dtype)
+    kpad = wpad.shape[0]
     for row in prange(n * oh):
         bi = row // oh
         i = row - bi * oh
@@ -132,32 +143,89 @@ def conv_direct_backward_weights(x, g2, kh, kw, sh, sw, pt, pl, oh, ow, partial)
                         partial[t, kk, o] = s
 
 
+# Input channels summed per pass of the input gradient: 3 (RGB), so that three sums share
+# each load of g. The pass loop is written out with three sums s0, s1, s2 to match.
+_CHANNELS_PER_PASS = 3
+
+
+@njit(fastmath=True, cache=True)
+def _taps_by_residue(w, sw, wr):
+    """wr[p, r, c, (M - 1 - m)*cout + o] = w[p, r + m*sw, c, o], 0 where r + m*sw >= kw or
+    c >= C, for wr of shape (kh, sw, C padded, M*cout) with M = ceil(kw / sw). Serial (plain
+    njit): inside the parallel kernel each array assignment here would be a parallel region
+    of its own, a thread barrier each, which costs ~ms on a busy machine."""
+    kh, kw, c, co = w.shape
+    mm = wr.shape[3] // co
+    wr[...] = 0.0
+    for p in range(kh):
+        for q in range(kw):
+            m0 = (mm - 1 - q // sw) * co
+            for ci in range(c):
+                wr[p, q % sw, ci, m0:m0 + co] = w[p, q, ci]
+
+
 @njit(parallel=True, fastmath=True, cache=True)
 def conv_direct_backward_data(g, w, sh, sw, pt, pl, gx):
     """gx[n, h, x, c] = sum over (p, q, i, j) with i*sh + p = h + pt, j*sw + q = x + pl of
-    sum_o g[n, i, j, o] * w[p, q, c, o]: one length-cout dot product per (tap, channel),
-    contiguous in both g and w. Parallel over input rows (n, h); for few channels c."""
+    sum_o g[n, i, j, o] * w[p, q, c, o], for few channels c.
+
+    The taps that reach input column x are q = r, r + sw, r + 2*sw, ... with
+    r = (x + pl) % sw, and they read the consecutive output columns j = jt, jt - 1, ...
+    with jt = (x + pl) // sw. So for each kernel row p the sum over (q, o) is one dot
+    product of a contiguous run of g's row (columns j0..j1, all o) with a contiguous run
+    of w regrouped by residue r, its taps in reverse order (M = ceil(kw / sw)):
+
+        wr[p, r, c, (M - 1 - m)*cout + o] = w[p, r + m*sw, c, o]   (0 where r + m*sw >= kw)
+
+    The run is clipped to the output columns 0..OW-1 (the borders): j0 = max(0, jt - M + 1),
+    j1 = min(OW - 1, jt), starting at w0 = (M - 1 - jt + j0)*cout in wr. Parallel over input
+    rows (n, h); the channels in passes of C_P = _CHANNELS_PER_PASS (wr zero-padded to a
+    multiple of C_P), so that each load of g serves C_P sums held in registers:
+
+        for x in range(W):
+            for p with i = (h + pt - p) / sh an integer in [0, OH):
+                for c0 in range(0, C, C_P):
+                    for k in range(L):                  # vectorised; L = (j1 - j0 + 1)*cout
+                        for u in range(C_P):            # unrolled: s0, s1, s2
+                            s_u += g[n, i, j0*cout + k] * wr[p, r, c0 + u, w0 + k]
+                    acc[x, c0 + u] += s_u               # a row buffer; gx[n, h] = acc[:, :C]
+    """
     n, h, wd, c = gx.shape
     kh, kw, _, co = w.shape
     _, oh, ow, _ = g.shape
-    for r in prange(n * h):
-        bi = r // h
-        hh = r - bi * h
+    cp = _CHANNELS_PER_PASS
+    mm = -(-kw // sw)
+    cpad = -(-c // cp) * cp
+    wr = np.empty((kh, sw, cpad, mm * co), gx.dtype)
+    _taps_by_residue(w, sw, wr)
+    gf = np.ascontiguousarray(g).reshape(n * oh, ow * co)     # the rows (n, i), flat over (j, o)
+    for row in prange(n * h):
+        bi = row // h
+        hh = row - bi * h
+        acc = np.zeros((wd, cpad), gx.dtype)       # the row's sums, channels padded like wr
         for xx in range(wd):
-            for ci in range(c):
-                gx[bi, hh, xx, ci] = 0.0
+            r = (xx + pl) % sw
+            jt = (xx + pl) // sw
+            j0 = max(0, jt - mm + 1)
+            j1 = min(ow - 1, jt)
+            if j0 > j1:
+                continue
+            length = (j1 - j0 + 1) * co
+            w0 = (mm - 1 - jt + j0) * co
             for p in range(kh):
                 ti = hh + pt - p
                 if ti < 0 or ti % sh != 0 or ti // sh >= oh:
                     continue
-                i = ti // sh
-                for q in range(kw):
-                    tj = xx + pl - q
-                    if tj < 0 or tj % sw != 0 or tj // sw >= ow:
-                        continue
-                    j = tj // sw
-                    for ci in range(c):
-                        acc = 0.0
-                        for o in range(co):
-                            acc += g[bi, i, j, o] * w[p, q, ci, o]
-                        gx[bi, hh, xx, ci] += acc
+                # slices, so that the loop's indices are plainly >= 0 (no wraparound checks)
+                gs = gf[bi * oh + ti // sh, j0 * co:j0 * co + length]
+                for c0 in range(0, cpad, cp):
+                    ws0 = wr[p, r, c0, w0:w0 + length]
+                    ws1 = wr[p, r, c0 + 1, w0:w0 + length]
+                    ws2 = wr[p, r, c0 + 2, w0:w0 + length]
+                    s0, s1, s2 = acc[xx, c0], acc[xx, c0 + 1], acc[xx, c0 + 2]
+                    for k in range(length):
+                        s0 += gs[k] * ws0[k]
+                        s1 += gs[k] * ws1[k]
+                        s2 += gs[k] * ws2[k]
+                    acc[xx, c0], acc[xx, c0 + 1], acc[xx, c0 + 2] = s0, s1, s2
+        gx[bi, hh] = acc[:, :c]

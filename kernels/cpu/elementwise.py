@@ -26,6 +26,21 @@ def relu_backward(gy, y, gx):
 
 
 @njit(cache=True)
+def relu_serial(x, y):
+    """relu on one thread, for arrays too small to be worth waking the others (dense layers)."""
+    for i in range(x.size):
+        v = x[i]
+        y[i] = v if v > 0 else 0.0
+
+
+@njit(cache=True)
+def relu_backward_serial(gy, y, gx):
+    """relu_backward on one thread."""
+    for i in range(gy.size):
+        gx[i] = gy[i] if y[i] > 0 else 0.0
+
+
+@njit(cache=True)
 def splitmix64(seed, counter):
     """Counter-based generator: 64 random bits from (seed, counter), no state."""
     z = np.uint64(seed) + (np.uint64(counter) + np.uint64(1)) * np.uint64(0x9E3779B97F4A7C15)

@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from threadpoolctl import ThreadpoolController
 
-from kernels.cpu import conv_direct, elementwise, epilogue
+from kernels.cpu import conv_direct, elementwise, epilogue, winograd
 from kernels.cpu import im2col as im2col_kernels
 from kernels.cpu import pool as pool_kernels
 from kernels.cpu.workspace import Workspaces
@@ -25,6 +25,14 @@ _MIN_TILE_ROWS = 512
 # (measured: 2x on VGG16's 4x4 and 14x14 layers); thinner tiles would re-pack a
 # (K, cout) weight matrix of up to 9 MB once per tile.
 _SMALL_TILE_ROWS = 512
+# 3x3 stride-1 convolutions use Winograd F(2x2, 3x3) (kernels/cpu/winograd.py) unless
+# MINICNN_CPU_CONV=im2col. A chunk of about this many 2x2 tiles is transformed, multiplied
+# and transformed back by one thread while in its cache.
+# Below _WINOGRAD_MIN_TILES tiles per layer (VGG16's 4x4 layers at batch 32) its 16 thin
+# GEMMs lose to one im2col GEMM (measured).
+_WINOGRAD = os.environ.get("MINICNN_CPU_CONV", "auto") != "im2col"
+_WINOGRAD_TILES = 512
+_WINOGRAD_MIN_TILES = 256
 # Threads that run convolution tiles (the calling thread is one of them).
 _THREADS = max(1, int(os.environ.get("NUMBA_NUM_THREADS", os.cpu_count() or 1)))
 _executor = ThreadPoolExecutor(max_workers=max(1, _THREADS - 1), thread_name_prefix="minicnn-cpu")
@@ -203,23 +211,166 @@ def _conv_inputs(x, w, b):
 
 
 def conv2d_forward(x, w, b, stride, pads, relu, keep):
-    """y = act(conv(x, w) + b), NHWC; ``saved`` keeps x, w and the ReLU output (no columns)."""
+    """y = act(conv(x, w) + b), NHWC; ``saved`` keeps x, w, the ReLU output and Winograd's
+    transformed kernel (no columns)."""
     x, w, b = _conv_inputs(x, w, b)
     n, h, wd, c = x.shape
     kh, kw, _, co = w.shape
     (sh, sw), (pt, pb, pl, pr) = stride, pads
     oh, ow = _out_size(h, kh, sh, pt, pb), _out_size(wd, kw, sw, pl, pr)
     y = _ws.output((n, oh, ow, co), x.dtype)
-    _conv_into(x, w.reshape(kh * kw * c, co), b, kh, kw, stride, pads, relu, y.reshape(-1, co))
-    saved = (x, w, tuple(stride), tuple(pads), y if relu else None) if keep else None
+    u = None
+    if _use_winograd(w.shape, stride, pads, n, oh, ow):
+        u = _winograd_kernel(w, keep)
+        has_bias = b is not None
+        bias = b if has_bias else _EMPTY[x.dtype.str]
+
+        def finish(m, t0, tr0, tr1, th, tw):
+            winograd.output_tiles(m, t0, th, tw, tr0, tr1, bias, has_bias, relu, y)
+
+        _winograd_conv(x, [u[k] for k in range(16)], pt, pl, oh, ow, finish)
+    else:
+        _conv_into(x, w.reshape(kh * kw * c, co), b, kh, kw, stride, pads, relu, y.reshape(-1, co))
+    saved = (x, w, tuple(stride), tuple(pads), y if relu else None, u) if keep else None
     return y, saved
+
+
+# ---- Winograd F(2x2, 3x3) for 3x3 stride-1 convolutions --------------------------------
+#
+# The layer is cut into chunks of tile rows (image n's 2x2 output tiles with top row
+# 2*ti); each thread takes chunks in turn and transforms its chunk's input, runs the 16
+# GEMMs (single-threaded BLAS) and transforms the products back, all in cache. Layers
+# too small for two chunks per thread transform everything in parallel, split the 16
+# GEMMs between the threads, then transform back in parallel.
+
+def _use_winograd(w_shape, stride, pads, n, oh, ow) -> bool:
+    kh, kw, c, co = w_shape
+    return (_WINOGRAD and kh == kw == 3 and tuple(stride) == (1, 1) and max(pads) <= 2
+            and not _direct(c) and not _direct(co) and n * -(-oh // 2) * -(-ow // 2) >= _WINOGRAD_MIN_TILES)
+
+
+def _winograd_kernel(w, keep):
+    """U = G w G^T, (16, cin, cout): kept with the layer's saved state for the input gradient."""
+    shape = (16, w.shape[2], w.shape[3])
+    u = _ws.output(shape, w.dtype) if keep else _ws.scratch("wino_u", shape, w.dtype)
+    _run_tiles(lambda t, c0, c1: winograd.weight_transform(w, c0, c1, u), _halves(shape[1], 1))
+    return u
+
+
+def _tile_chunks(tile_rows: int, tw: int) -> list:
+    """Ranges of about _WINOGRAD_TILES tiles' worth of tile rows."""
+    step = max(1, _WINOGRAD_TILES // tw)
+    return [(r0, min(r0 + step, tile_rows)) for r0 in range(0, tile_rows, step)]
+
+
+def _winograd_conv(x, mats, pt, pl, oh, ow, finish):
+    """The 16 GEMMs M[k] = V[k] @ mats[k] over the (oh, ow) output's tiles of x (3x3, stride 1,
+    top/left pads pt/pl); finish(m, t0, tr0, tr1, th, tw) turns the products of tile rows
+    tr0:tr1, held in columns from t0 of m, into outputs."""
+    n, _, _, c = x.shape
+    co = mats[0].shape[1]
+    th, tw = -(-oh // 2), -(-ow // 2)
+
+    def gemms(v, m, k0, k1):
+        for k in range(k0, k1):
+            np.matmul(v[k], mats[k], out=m[k])
+
+    chunks = _tile_chunks(n * th, tw)
+    if len(chunks) >= 2 * _THREADS:
+        def work(thread, tr0, tr1):
+            v = _ws.scratch("wino_v", (16, (tr1 - tr0) * tw, c), x.dtype)
+            m = _ws.scratch("wino_m", (16, (tr1 - tr0) * tw, co), x.dtype)
+            winograd.input_tiles(x, pt, pl, th, tw, tr0, tr1, v, 0)
+            gemms(v, m, 0, 16)
+            finish(m, 0, tr0, tr1, th, tw)
+
+        _run_tiles(work, chunks)
+        return
+    v = _ws.scratch("wino_v", (16, n * th * tw, c), x.dtype)
+    m = _ws.scratch("wino_m", (16, n * th * tw, co), x.dtype)
+    halves = _halves(n * th, 1)
+    _run_tiles(lambda t, tr0, tr1: winograd.input_tiles(x, pt, pl, th, tw, tr0, tr1, v, tr0 * tw), halves)
+    _run_tiles(lambda t, k0, k1: gemms(v, m, k0, k1), _halves(16, 1))
+    _run_tiles(lambda t, tr0, tr1: finish(m, tr0 * tw, tr0, tr1, th, tw), halves)
+
+
+def _winograd_weight_grad(x, g4, pt, pl, prepare=None):
+    """gw (3, 3, cin, cout) = G^T (sum over tiles of V[k]^T Z[k]) G, Z = A dY A^T.
+
+    ``prepare(thread, r0, r1)``, if given, first writes the output-gradient rows r0:r1 of
+    g4 (flattened N*OH*OW rows) that a chunk's tiles read.
+    """
+    n, _, _, c = x.shape
+    _, oh, ow, co = g4.shape
+    th, tw = -(-oh // 2), -(-ow // 2)
+
+    def rows(tr):                       # first flattened output row of tile row tr
+        return (tr // th) * oh * ow + 2 * (tr % th) * ow
+
+    def transform(v, z, t0, tr0, tr1, thread):
+        if prepare is not None:
+            prepare(thread, rows(tr0), rows(tr1))
+        winograd.input_tiles(x, pt, pl, th, tw, tr0, tr1, v, t0)
+        winograd.grad_tiles(g4, t0, th, tw, tr0, tr1, z)
+
+    chunks = _tile_chunks(n * th, tw)
+    if len(chunks) >= 2 * _THREADS:
+        sums = [_ws.scratch(f"wino_du{t}", (16, c, co), x.dtype) for t in range(_THREADS)]
+        tmps = [_ws.scratch(f"wino_tmp{t}", (c, co), x.dtype) for t in range(_THREADS)]
+        started = [False] * _THREADS
+
+        def work(thread, tr0, tr1):
+            v = _ws.scratch("wino_v", (16, (tr1 - tr0) * tw, c), x.dtype)
+            z = _ws.scratch("wino_m", (16, (tr1 - tr0) * tw, co), x.dtype)
+            transform(v, z, 0, tr0, tr1, thread)
+            for k in range(16):
+                if started[thread]:
+                    np.matmul(v[k].T, z[k], out=tmps[thread])
+                    sums[thread][k] += tmps[thread]
+                else:
+                    np.matmul(v[k].T, z[k], out=sums[thread][k])
+            started[thread] = True
+
+        _run_tiles(work, chunks)
+        du = sums[0]
+        for t in range(1, _THREADS):
+            if started[t]:
+                du += sums[t]
+    else:
+        v = _ws.scratch("wino_v", (16, n * th * tw, c), x.dtype)
+        z = _ws.scratch("wino_m", (16, n * th * tw, co), x.dtype)
+        du = _ws.scratch("wino_du0", (16, c, co), x.dtype)
+        _run_tiles(lambda t, tr0, tr1: transform(v, z, tr0 * tw, tr0, tr1, t), _halves(n * th, 1))
+
+        def gemms(t, k0, k1):
+            for k in range(k0, k1):
+                np.matmul(v[k].T, z[k], out=du[k])
+
+        _run_tiles(gemms, _halves(16, 1))
+    gw = _ws.output((3, 3, c, co), x.dtype)
+    _run_tiles(lambda t, c0, c1: winograd.weight_grad_transform(du, c0, c1, gw), _halves(c, 1))
+    return gw
+
+
+def _winograd_data_grad(g4, u, x_shape, pads):
+    """gx: the convolution of g with the kernel rotated 180 degrees, channels swapped, whose
+    transform is U[PERM[k]]^T (no new kernel transform)."""
+    _, h, wd, _ = x_shape
+    gx = _ws.output(x_shape, g4.dtype)
+    pt, _, pl, _ = pads
+
+    def finish(m, t0, tr0, tr1, th, tw):
+        winograd.output_tiles(m, t0, th, tw, tr0, tr1, _EMPTY[g4.dtype.str], False, False, gx)
+
+    _winograd_conv(g4, [u[winograd.PERM[k]].T for k in range(16)], 2 - pt, 2 - pl, h, wd, finish)
+    return gx
 
 
 def conv2d_backward(gy, saved, need_x, need_w, need_b):
     """(gx, gw, gb), each None unless asked for; nothing at all is computed for a frozen layer."""
     if not (need_x or need_w or need_b):
         return None, None, None
-    x, w, stride, pads, y_relu = saved
+    x, w, stride, pads, y_relu, u = saved
     kh, kw, c, co = w.shape
     gy2 = np.ascontiguousarray(gy, x.dtype).reshape(-1, co)
     mask = y_relu.reshape(-1, co) if y_relu is not None else gy2
@@ -235,23 +386,26 @@ def conv2d_backward(gy, saved, need_x, need_w, need_b):
         def mask_tile(thread, r0, r1):
             epilogue.relu_mask_rows(gy2[r0:r1], mask[r0:r1], y_relu is not None, g2[r0:r1], bias_sums[thread])
 
-        gw = _weight_grad(x, g2, w.shape, stride, pads, mask_tile if fused else None)
+        gw = _weight_grad(x, g2, w.shape, stride, pads, mask_tile if fused else None, u=u)
     gb = bias_sums.sum(axis=0).astype(x.dtype) if need_b else None
-    gx = _data_grad(g2, w, x.shape, stride, pads) if need_x else None
+    gx = _data_grad(g2, w, x.shape, stride, pads, u) if need_x else None
     return gx, gw, gb
 
 
-def _weight_grad(x, g2, w_shape, stride, pads, prepare=None, align=1):
+def _weight_grad(x, g2, w_shape, stride, pads, prepare=None, align=1, u=None):
     """gw (kh, kw, cin, cout) = cols^T @ g: each thread sums its tiles' products, then the threads' sums add.
 
     ``prepare(thread, r0, r1)``, if given, first writes the rows r0:r1 of g (the ReLU
     mask, or the un-pooling of a fused pool) in the same pass, while they are in
-    cache; tiles then start at multiples of ``align`` rows.
+    cache; tiles then start at multiples of ``align`` rows. ``u`` (Winograd's transformed
+    kernel, if the forward pass used Winograd) selects the Winograd path.
     """
-    _, h, wd, c = x.shape
+    n, h, wd, c = x.shape
     kh, kw, _, co = w_shape
     (sh, sw), (pt, pb, pl, pr) = stride, pads
     oh, ow = _out_size(h, kh, sh, pt, pb), _out_size(wd, kw, sw, pl, pr)
+    if u is not None:
+        return _winograd_weight_grad(x, g2.reshape(n, oh, ow, co), pt, pl, prepare)
     k = kh * kw * c
     gw2 = _ws.output((k, co), x.dtype)
     if _direct(c):
@@ -289,12 +443,14 @@ def _weight_grad(x, g2, w_shape, stride, pads, prepare=None, align=1):
     return gw2.reshape(w_shape)
 
 
-def _data_grad(g2, w, x_shape, stride, pads):
-    """gx = d loss / d x for the (already ReLU-masked) output gradient g2."""
+def _data_grad(g2, w, x_shape, stride, pads, u=None):
+    """gx = d loss / d x for the (already ReLU-masked) output gradient g2; ``u`` as in _weight_grad."""
     n, h, wd, c = x_shape
     kh, kw, _, co = w.shape
     (sh, sw), (pt, pb, pl, pr) = stride, pads
     oh, ow = _out_size(h, kh, sh, pt, pb), _out_size(wd, kw, sw, pl, pr)
+    if u is not None:
+        return _winograd_data_grad(g2.reshape(n, oh, ow, co), u, x_shape, pads)
     gx = _ws.output(x_shape, g2.dtype)
     flipped_pads = (kh - 1 - pt, kh - 1 - pb, kw - 1 - pl, kw - 1 - pr)
     if _direct(c):
@@ -344,11 +500,19 @@ def conv2d_relu_pool_forward(x, w, b, stride, pads, keep):
         return pooled, (("separate", conv_saved, pool_saved) if keep else None)
     pooled = _ws.output((n, oh // 2, ow // 2, co), x.dtype)
     which = _ws.output(pooled.shape, np.int8) if keep else _ws.scratch("which", pooled.shape, np.int8)
+    has_bias = b is not None
+    bias = b if has_bias else _EMPTY[x.dtype.str]
+    if _use_winograd(w.shape, stride, pads, n, oh, ow):       # each 2x2 Winograd tile is a pool window
+        u = _winograd_kernel(w, keep)
+
+        def pool(m, t0, tr0, tr1, th, tw):
+            winograd.pool_tiles(m, t0, th, tw, tr0, tr1, bias, has_bias, pooled, which)
+
+        _winograd_conv(x, [u[k] for k in range(16)], pt, pl, oh, ow, pool)
+        return pooled, (("fused", x, w, tuple(stride), tuple(pads), which, u) if keep else None)
     pooled2, which2 = pooled.reshape(-1, co), which.reshape(-1, co)
     k = kh * kw * c
     w2 = w.reshape(k, co)
-    has_bias = b is not None
-    bias = b if has_bias else _EMPTY[x.dtype.str]
     # the conv output lives only in a scratch tile (or, for small problems, one scratch
     # array) and is pooled from there: 2*OW conv pixels pool into OW/2 outputs, r0/4 .. r1/4
     tiles = _tiles(n * oh * ow, k, x.itemsize, align=2 * ow)
@@ -370,7 +534,7 @@ def conv2d_relu_pool_forward(x, w, b, stride, pads, keep):
                                    pooled2[r0 // 4:r1 // 4], which2[r0 // 4:r1 // 4])
 
     _tiled_gemm(n * oh * ow, k, x.dtype, fill, multiply, finish, align=2 * ow)
-    return pooled, (("fused", x, w, tuple(stride), tuple(pads), which) if keep else None)
+    return pooled, (("fused", x, w, tuple(stride), tuple(pads), which, None) if keep else None)
 
 
 def conv2d_relu_pool_backward(gy, saved, need_x, need_w, need_b):
@@ -380,7 +544,7 @@ def conv2d_relu_pool_backward(gy, saved, need_x, need_w, need_b):
     if saved[0] == "separate":
         _, conv_saved, pool_saved = saved
         return conv2d_backward(max_pool_backward(gy, pool_saved), conv_saved, need_x, need_w, need_b)
-    _, x, w, stride, pads, which = saved
+    _, x, w, stride, pads, which, u = saved
     n, h, wd, c = x.shape
     kh, kw, _, co = w.shape
     (sh, sw), (pt, pb, pl, pr) = stride, pads
@@ -395,11 +559,11 @@ def conv2d_relu_pool_backward(gy, saved, need_x, need_w, need_b):
 
     gw = None
     if need_w:
-        gw = _weight_grad(x, g2, w.shape, stride, pads, unpool_tile, align=2 * ow)
+        gw = _weight_grad(x, g2, w.shape, stride, pads, unpool_tile, align=2 * ow, u=u)
     else:
         _run_tiles(unpool_tile, _tiles(g2.shape[0], kh * kw * c, x.itemsize, align=2 * ow))
     gb = bias_sums.sum(axis=0).astype(x.dtype) if need_b else None
-    gx = _data_grad(g2, w, x.shape, stride, pads) if need_x else None
+    gx = _data_grad(g2, w, x.shape, stride, pads, u) if need_x else None
     return gx, gw, gb
 
 
@@ -442,14 +606,16 @@ def clear_workspaces() -> None:
 def relu(x):
     x = np.ascontiguousarray(x)
     y = _ws.output(x.shape, x.dtype)
-    elementwise.relu(x.reshape(-1), y.reshape(-1))
+    kernel = elementwise.relu if x.size >= _PARALLEL_MIN_SIZE else elementwise.relu_serial
+    kernel(x.reshape(-1), y.reshape(-1))
     return y
 
 
 def relu_backward(gy, y):
     gy = np.ascontiguousarray(gy)
     gx = _ws.output(gy.shape, gy.dtype)
-    elementwise.relu_backward(gy.reshape(-1), np.ascontiguousarray(y).reshape(-1), gx.reshape(-1))
+    kernel = elementwise.relu_backward if gy.size >= _PARALLEL_MIN_SIZE else elementwise.relu_backward_serial
+    kernel(gy.reshape(-1), np.ascontiguousarray(y).reshape(-1), gx.reshape(-1))
     return gx
 
 

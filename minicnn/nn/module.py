@@ -285,6 +285,16 @@ class Sequential(Module):
             for name in wanted:
                 if name not in known:
                     raise KeyError(f"no layer named {name!r} in {self.name!r}")
+        x, outputs = self._run(x, steps, wanted)
+        return x if wanted is None else outputs
+
+    def run(self, x, start: int = 0, stop: int | None = None):
+        """Layers ``self.layers[start:stop]`` applied to x, fused as in forward() (the
+        trainer runs a frozen prefix and the rest this way)."""
+        return self._run(x, self.layers[start:stop], None)[0]
+
+    @staticmethod
+    def _run(x, steps, wanted):
         outputs, i = {}, 0
         while i < len(steps):
             layer = steps[i]
@@ -298,7 +308,7 @@ class Sequential(Module):
                 outputs[last.name] = x
                 if len(outputs) == len(wanted):
                     break
-        return x if wanted is None else outputs
+        return x, outputs
 
     def features(self, x, layers):
         """{name: output} for the named layers, from one forward pass."""

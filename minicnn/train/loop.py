@@ -177,12 +177,16 @@ class Trainer:
             h = Tensor(cache.get(idx), device=self.device)
         else:
             with no_grad():
-                h = Tensor(x, device=self.device)
-                for layer in layers[:k]:
-                    h = layer(h)
+                h = self._layers(Tensor(x, device=self.device), 0, k)
             if cache is not None:
                 cache.store(idx, h.numpy())
-        for layer in layers[k:]:
+        return self._layers(h, k, None)
+
+    def _layers(self, h: Tensor, start: int, stop: int | None) -> Tensor:
+        """The model's layers start:stop, fused where the model knows how (Sequential.run)."""
+        if hasattr(self.model, "run"):
+            return self.model.run(h, start, stop)
+        for layer in self.model.layers[start:stop]:
             h = layer(h)
         return h
 
