@@ -293,6 +293,9 @@ DIRECT_CASES = [
     ("5x5 stride 2, stride not dividing the kernel", (2, 9, 8, 2), (5, 5, 3), (2, 2), (2, 1, 2, 2)),
     ("7 channels, stride wider than the kernel", (1, 7, 8, 7), (3, 2, 6), (2, 3), (1, 0, 1, 1)),
     ("1x1 stride 2", (1, 5, 6, 3), (1, 1, 4), (2, 2), (0, 0, 0, 0)),
+    ("cout over two chunks of 64, the second partial", (2, 4, 5, 3), (3, 3, 70), (1, 1), (1, 1, 1, 1)),
+    ("cout exactly one chunk, odd width", (1, 3, 7, 3), (3, 3, 64), (1, 1), (1, 1, 1, 1)),
+    ("kernel row of 10 taps: a second, mostly padded pass", (1, 5, 6, 2), (3, 5, 9), (1, 1), (1, 1, 2, 2)),
 ]
 
 

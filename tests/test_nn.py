@@ -85,6 +85,22 @@ def test_forward_matches_reference_loops():
     assert outputs["block1_pool"].shape == (2, 3, 3, 4)
 
 
+def test_run_a_slice_of_layers_fuses_and_matches_the_layers_one_by_one():
+    """Sequential.run(x, start, stop), what the trainer uses for a frozen prefix and the rest:
+    the conv + ReLU + pool pair runs fused (the conv's own forward is never called) and the
+    result equals calling each layer in turn."""
+    minicnn.seed(2)
+    model = small_cnn().build((None, 6, 6, 2)).eval()
+    x = minicnn.Tensor(np.random.default_rng(1).standard_normal((2, 6, 6, 2)).astype(np.float32))
+    one_by_one = x
+    for layer in model.layers:
+        one_by_one = layer(one_by_one)
+    conv = model.layers[0]
+    conv.forward = lambda *a, **k: pytest.fail("block1_conv1 ran unfused")
+    head = model.run(model.run(x, 0, 3), 3)
+    assert_close(head.numpy(), one_by_one.numpy(), rtol=1e-6, atol=1e-6)
+
+
 def test_train_eval_switches_dropout():
     minicnn.seed(2)
     model = small_cnn().build((None, 6, 6, 2))

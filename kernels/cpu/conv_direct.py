@@ -1,12 +1,15 @@
 """Direct convolution for inputs with few channels (an RGB first layer).
 
 With C = 3 an im2col GEMM has K = kh*kw*C = 27: far too thin for BLAS, which
-then runs at a few percent of peak. Looping directly is faster: each output row
-gathers its own small (OW, K) patch matrix (in cache, never a whole column
-matrix), and the loops over it are written so that LLVM vectorises over cout and
-keeps the partial sums in registers: a tap or pixel loop of constant length is
-unrolled inside the vectorised loop. The input gradient needs no patch matrix: its
-sums over (tap column, cout) are dot products over contiguous runs of g's rows.
+then runs at a few percent of peak. Looping directly is faster, and needs no patch
+matrix: for a kernel row p, the taps (q, c) of output pixel j read kw*C consecutive
+values of the padded input row flat over (column, channel), from j*sw*C on. Each
+output row copies its kh padded input rows (in cache), and the loops are written so
+that LLVM vectorises over cout: the taps (nine a pass) and pixels (two) are written
+out inside the vectorised loop, the weights and sums are arrays at constant offsets
+in a fixed chunk of cout (one runtime alias check), and the inputs are scalars. The
+input gradient's sums over (tap column, cout) are dot products over contiguous runs
+of g's rows.
 """
 
 from __future__ import annotations
@@ -14,42 +17,106 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+# Taps per pass: 9 = one 3-wide kernel row x 3 (RGB) channels. The pass loops of
+# _forward_row and _weight_grad_row are written out for nine taps, and two or three pixels.
+_TAPS_PER_PASS = 9
+# Output channels per chunk: a constant, so that the nine taps' weights (or sums) and the two
+# pixels' sums (or gradients) are each one array at constant offsets: few enough pointers for
+# LLVM's runtime alias checks (with rows at runtime strides it gives up and stays scalar).
+_COUT_CHUNK = 64
+
+
+@njit(cache=True)
+def _forward_weights(w2, b, has_bias, kh, taps, dtype):
+    """wq[p, s, oc, u*OCH + l] = w2[p*kw*C + s*taps + u, oc*OCH + l] (OCH = _COUT_CHUNK; 0 past
+    kw*C, padded to a multiple of taps, or past cout) and bq[oc, l] = b[oc*OCH + l] (zeros
+    without a bias or past cout), in y's dtype so that the sums stay float32. Serial: inside
+    a parallel function each array assignment would be a parallel region of its own, with a
+    barrier."""
+    k, co = w2.shape
+    och = _COUT_CHUNK
+    kwc = k // kh
+    ncb = -(-co // och)
+    wq = np.zeros((kh, -(-kwc // taps), ncb, taps * och), dtype)
+    for p in range(kh):
+        for t in range(kwc):
+            for o in range(co):
+                wq[p, t // taps, o // och, (t % taps) * och + o % och] = w2[p * kwc + t, o]
+    bq = np.zeros((ncb, och), dtype)
+    if has_bias:
+        for o in range(co):
+            bq[o // och, o % och] = b[o]
+    return wq, bq
+
 
 @njit(fastmath=True, cache=True)
-def _gather_row(x, bi, i, kh, kw, sh, sw, pt, pl, ow, cols):
-    """cols[j, (p*kw+q)*C + c] = xpad[bi, i*sh+p, j*sw+q, c] for the output row (bi, i)
-    and j < ow; cols must be zero on entry (the padding, and any rows past ow)."""
-    _, h, w, c = x.shape
+def _padded_rows(x, bi, i, sh, pt, pl, ncols, buf):
+    """buf[p, (xx + pl)*C + c] = x[bi, i*sh - pt + p, xx, c] for 0 <= xx + pl < ncols and the
+    rows inside the image: the kh input rows of output row (bi, i), flat over (column,
+    channel) and padded; buf must be zero on entry (the padding, and any columns past ncols)."""
+    kh = buf.shape[0]
+    _, h, wd, c = x.shape
+    x0 = max(0, -pl)                               # the first column of x that lands in buf
+    x1 = min(wd, ncols - pl)                       # one past the last
+    if x0 >= x1:
+        return
     for p in range(kh):
         hi = i * sh - pt + p
         if hi < 0 or hi >= h:
             continue
-        for q in range(kw):
-            # the columns j whose tap stays inside the image: 0 <= j*sw - pl + q < w
-            j0 = max(0, (pl - q + sw - 1) // sw)
-            j1 = min(ow, (w - 1 + pl - q) // sw + 1)
-            for j in range(j0, j1):
-                for ci in range(c):
-                    cols[j, (p * kw + q) * c + ci] = x[bi, hi, j * sw - pl + q, ci]
+        src = x[bi, hi].reshape(wd * c)[x0 * c:x1 * c]
+        dst = buf[p, (x0 + pl) * c:(x1 + pl) * c]
+        for k in range(src.shape[0]):
+            dst[k] = src[k]
 
 
-# Taps summed per register pass of the forward: 27 = 3x3 kernel x 3 (RGB) channels.
-# A constant lets LLVM unroll the tap loop, so each output's sum stays in a register.
-_TAPS_PER_PASS = 27
+# fastmath without reassoc, which would turn the written sums of three products back into one
+# chain of nine dependent FMAs (latency-bound).
+_NO_REASSOC = {'nsz', 'arcp', 'contract', 'afn', 'ninf', 'nnan'}
 
 
-@njit(cache=True)
-def _padded_weights(w2, b, has_bias, taps, dtype):
-    """w2 with K zero-padded to a multiple of ``taps``, and the bias (zeros without one), in
-    y's dtype so the sums stay float32. Serial: inside a parallel function each of these
-    array assignments would be a parallel region of its own, with a barrier."""
-    k, co = w2.shape
-    wpad = np.zeros((-(-k // taps) * taps, co), dtype)
-    wpad[:k] = w2
-    bias = np.zeros(co, dtype)
-    if has_bias:
-        bias[:] = b
-    return wpad, bias
+@njit(fastmath=_NO_REASSOC, cache=True)
+def _forward_row(xrow, wq, bq, relu, step, yrow):
+    """yrow[j, oc*OCH + l] = act(bq[oc, l] + sum_{p,s,u} xrow[p, j*step + s*9 + u] * wq[p, s, oc, u*OCH + l]):
+    one output row of conv_direct_forward (see there for the loops); its sums in acc, two
+    pixels' OCH sums, one array so that the vectorised loop has two pointers."""
+    kh, npass, ncb, _ = wq.shape
+    ow, co = yrow.shape
+    OC = _COUT_CHUNK                      # a constant: constant offsets in acc and wb
+    acc = np.empty(2 * OC, yrow.dtype)
+    for j0 in range(0, ow, 2):
+        j1 = min(j0 + 1, ow - 1)                  # an odd OW's last pixel is summed twice
+        for oc in range(ncb):
+            bb = bq[oc]
+            for l in range(OC):
+                acc[l] = bb[l]
+                acc[OC + l] = bb[l]
+            for p in range(kh):
+                for s in range(npass):
+                    wb = wq[p, s, oc]
+                    x0 = xrow[p, j0 * step + s * 9:j0 * step + s * 9 + 9]
+                    x1 = xrow[p, j1 * step + s * 9:j1 * step + s * 9 + 9]
+                    a00, a01, a02, a03, a04, a05, a06, a07, a08 = x0[0], x0[1], x0[2], x0[3], x0[4], x0[5], x0[6], x0[7], x0[8]
+                    a10, a11, a12, a13, a14, a15, a16, a17, a18 = x1[0], x1[1], x1[2], x1[3], x1[4], x1[5], x1[6], x1[7], x1[8]
+                    for l in range(OC):
+                        v0, v1, v2 = wb[l], wb[OC + l], wb[2 * OC + l]
+                        v3, v4, v5 = wb[3 * OC + l], wb[4 * OC + l], wb[5 * OC + l]
+                        v6, v7, v8 = wb[6 * OC + l], wb[7 * OC + l], wb[8 * OC + l]
+                        s0 = acc[l] + ((a00 * v0 + a01 * v1 + a02 * v2) + (a03 * v3 + a04 * v4 + a05 * v5) + (a06 * v6 + a07 * v7 + a08 * v8))
+                        s1 = acc[OC + l] + ((a10 * v0 + a11 * v1 + a12 * v2) + (a13 * v3 + a14 * v4 + a15 * v5) + (a16 * v6 + a17 * v7 + a18 * v8))
+                        acc[l] = s0
+                        acc[OC + l] = s1
+            o0 = oc * OC
+            n_o = min(OC, co - o0)
+            for u in range(2 if j1 > j0 else 1):
+                yr = yrow[j0 + u, o0:o0 + n_o]
+                au = acc[u * OC:u * OC + n_o]
+                if relu:
+                    for l in range(n_o):
+                        yr[l] = max(au[l], 0)
+                else:
+                    for l in range(n_o):
+                        yr[l] = au[l]
 
 
 @njit(parallel=True, fastmath=True, cache=True)
@@ -57,51 +124,89 @@ def conv_direct_forward(x, w2, b, has_bias, relu, kh, kw, sh, sw, pt, pl, oh, ow
     """y2[r, o] = act(b[o] + sum_{p,q,c} xpad[n, i*sh+p, j*sw+q, c] * w2[(p*kw+q)*C + c, o])
     for the flat output pixel r = (n*OH + i)*OW + j.
 
-    Parallel over output rows (n, i). Each row first gathers its (OW, K) patch matrix
-    (zeros where the window leaves the image, K padded to a multiple of T =
-    _TAPS_PER_PASS), then is a small GEMM, two pixels at a time so that each weight
-    load serves two sums (for an odd OW the last pair is the last pixel twice):
+    For a kernel row p the taps (q, c) of pixel j read kw*C consecutive values of the padded
+    input row, flat over (column, channel): xrow[p, j*sw*C + t] with t = q*C + c. Parallel
+    over output rows (n, i); each first copies its kh padded input rows into xrow (zeros
+    where the window leaves the image, and past the right edge so that kw*C padded to a
+    multiple of T = _TAPS_PER_PASS stays inside), then, with the weights regrouped by
+    _forward_weights into passes s of T taps and chunks oc of OCH = _COUT_CHUNK couts,
 
-        for j in range(0, OW, 2):
-            for k0 in range(0, K, T):
-                for o in range(cout):                 # vectorised
-                    s0, s1 = (b[o], b[o]) if k0 == 0 else (y2[r, o], y2[r + 1, o])
-                    for t in range(T):                # unrolled: the sums stay in registers
-                        s0 += cols[j, k0 + t] * w[k0 + t, o]
-                        s1 += cols[j + 1, k0 + t] * w[k0 + t, o]
-                    y2[r, o], y2[r + 1, o] = s0, s1
+        for j in range(0, OW, 2):                     # two pixels j, j + 1
+            for oc in range(ceil(cout / OCH)):
+                acc[u, :] = b[oc*OCH:(oc + 1)*OCH]    # u < 2; acc a 2*OCH row
+                for p in range(kh):
+                    for s in range(ceil(kw*C / T)):
+                        a[u, t] = xrow[p, (j + u)*sw*C + s*T + t]   # 2*T scalars, broadcast
+                        for l in range(OCH):          # vectorised
+                            v_t = wq[p, s, oc, t*OCH + l]           # T loads, both pixels
+                            acc[u, l] += sum_{t<T} a[u, t] * v_t    # unrolled, three sums of three
+                y2[r + u, oc*OCH:] = act(acc[u, :cout - oc*OCH])
     """
-    n = x.shape[0]
-    co = w2.shape[1]
+    n, _, _, c = x.shape
     taps = _TAPS_PER_PASS
-    wpad, bias = _padded_weights(w2, b, has_bias, taps, y2.dtype)
-    kpad = wpad.shape[0]
+    wq, bq = _forward_weights(w2, b, has_bias, kh, taps, y2.dtype)
+    kwcp = wq.shape[1] * taps
+    # padded row: the columns j*sw + q < (OW - 1)*sw + kw, then zeros for the taps' padding
+    ncols = (ow - 1) * sw + kw
+    length = ncols * c + kwcp - kw * c
     for row in prange(n * oh):
         bi = row // oh
         i = row - bi * oh
-        cols = np.zeros((ow, kpad), y2.dtype)
-        _gather_row(x, bi, i, kh, kw, sh, sw, pt, pl, ow, cols)
-        r0 = row * ow
-        for j in range(0, ow, 2):
-            j2 = min(j + 1, ow - 1)
-            for k0 in range(0, kpad, taps):
-                for o in range(co):
-                    s0 = bias[o] if k0 == 0 else y2[r0 + j, o]
-                    s1 = bias[o] if k0 == 0 else y2[r0 + j2, o]
-                    for t in range(taps):
-                        s0 += cols[j, k0 + t] * wpad[k0 + t, o]
-                        s1 += cols[j2, k0 + t] * wpad[k0 + t, o]
-                    y2[r0 + j, o] = s0
-                    y2[r0 + j2, o] = s1
-        if relu:
-            for r in range(r0, r0 + ow):
-                for o in range(co):
-                    y2[r, o] = max(y2[r, o], 0)
+        xrow = np.zeros((kh, length), y2.dtype)
+        _padded_rows(x, bi, i, sh, pt, pl, ncols, xrow)
+        _forward_row(xrow, wq, bq, relu, sw * c, y2[row * ow:(row + 1) * ow])
 
 
-# Output pixels summed per register pass of the weight gradient (4 measured fastest
-# on AVX-512 against 2, 8 and 16).
-_PIXELS_PER_PASS = 4
+@njit(fastmath=_NO_REASSOC, cache=True)
+def _weight_grad_row(xrow, grow, step, acc):
+    """acc[p, s, oc, t*OCH + l] += sum_j xrow[p, j*step + s*9 + t] * grow[j, oc*OCH + l]: one
+    output row of conv_direct_backward_weights (see there for the loops). Three pixels at a
+    time (measured faster than two or four): their gradients are first copied into gb, one
+    array (zeros past OW or cout), so that the vectorised loop has two pointers."""
+    kh, npass, ncb, _ = acc.shape
+    ow, co = grow.shape
+    OC = _COUT_CHUNK                      # a constant: constant offsets in ab and gb
+    gb = np.empty(3 * OC, grow.dtype)
+    zero = np.zeros(9, xrow.dtype)           # the inputs of a pixel past OW
+    for j0 in range(0, ow, 3):
+        v1 = j0 + 1 < ow
+        v2 = j0 + 2 < ow
+        for oc in range(ncb):
+            o0 = oc * OC
+            n_o = min(OC, co - o0)
+            for u in range(3):
+                gu = gb[u * OC:(u + 1) * OC]
+                if j0 + u < ow:
+                    src = grow[j0 + u, o0:o0 + n_o]
+                    for l in range(n_o):
+                        gu[l] = src[l]
+                    for l in range(n_o, OC):
+                        gu[l] = 0.0
+                else:
+                    for l in range(OC):
+                        gu[l] = 0.0
+            for p in range(kh):
+                for s in range(npass):
+                    ab = acc[p, s, oc]
+                    x0 = xrow[p, j0 * step + s * 9:j0 * step + s * 9 + 9]
+                    x1 = xrow[p, (j0 + 1) * step + s * 9:(j0 + 1) * step + s * 9 + 9] if v1 else zero
+                    x2 = xrow[p, (j0 + 2) * step + s * 9:(j0 + 2) * step + s * 9 + 9] if v2 else zero
+                    a00, a01, a02, a03, a04, a05, a06, a07, a08 = x0[0], x0[1], x0[2], x0[3], x0[4], x0[5], x0[6], x0[7], x0[8]
+                    a10, a11, a12, a13, a14, a15, a16, a17, a18 = x1[0], x1[1], x1[2], x1[3], x1[4], x1[5], x1[6], x1[7], x1[8]
+                    a20, a21, a22, a23, a24, a25, a26, a27, a28 = x2[0], x2[1], x2[2], x2[3], x2[4], x2[5], x2[6], x2[7], x2[8]
+                    for l in range(n_o):
+                        h0 = gb[l]
+                        h1 = gb[OC + l]
+                        h2 = gb[2 * OC + l]
+                        ab[l] += a00 * h0 + a10 * h1 + a20 * h2
+                        ab[OC + l] += a01 * h0 + a11 * h1 + a21 * h2
+                        ab[2 * OC + l] += a02 * h0 + a12 * h1 + a22 * h2
+                        ab[3 * OC + l] += a03 * h0 + a13 * h1 + a23 * h2
+                        ab[4 * OC + l] += a04 * h0 + a14 * h1 + a24 * h2
+                        ab[5 * OC + l] += a05 * h0 + a15 * h1 + a25 * h2
+                        ab[6 * OC + l] += a06 * h0 + a16 * h1 + a26 * h2
+                        ab[7 * OC + l] += a07 * h0 + a17 * h1 + a27 * h2
+                        ab[8 * OC + l] += a08 * h0 + a18 * h1 + a28 * h2
 
 
 @njit(parallel=True, fastmath=True, cache=True)
@@ -109,38 +214,53 @@ def conv_direct_backward_weights(x, g2, kh, kw, sh, sw, pt, pl, oh, ow, partial)
     """partial[t, (p*kw+q)*C + c, o] = sum over the t-th chunk of output rows (n, i) of
     sum_j xpad[n, i*sh+p, j*sw+q, c] * g2[r, o]; the weight gradient is partial.sum(0).
 
-    Each row gathers its patch matrix cols (OW padded with zero rows to a multiple of
-    P = _PIXELS_PER_PASS), then
+    Parallel over the chunks; each sums into its own acc in the layout of _forward_weights
+    (passes s of T = _TAPS_PER_PASS taps, chunks oc of OCH = _COUT_CHUNK couts), row by row
+    from the padded input rows xrow as in conv_direct_forward:
 
-        for j0 in range(0, OW, P):
-            for k in range(K):
-                for o in range(cout):                 # vectorised
-                    s = partial[t, k, o]
-                    for u in range(P):                # unrolled: s stays in a register
-                        s += cols[j0 + u, k] * g2[r0 + j0 + u, o]
-                    partial[t, k, o] = s
+        for j in range(0, OW, 3):                     # three pixels j + u, u < 3
+            for oc in range(ceil(cout / OCH)):
+                gb[u, :] = g2[r + u, oc*OCH:(oc + 1)*OCH]       # 0 past OW or cout
+                for p in range(kh):
+                    for s in range(ceil(kw*C / T)):
+                        a[u, t] = xrow[p, (j + u)*sw*C + s*T + t]   # 3*T scalars, broadcast
+                        for l in range(min(OCH, cout - oc*OCH)):    # vectorised
+                            for t in range(T):                       # unrolled
+                                acc[p, s, oc, t*OCH + l] += sum_{u<3} a[u, t] * gb[u, l]
+
+    then writes acc into partial[t] in the (K, cout) layout (_unpack_taps).
     """
-    n = x.shape[0]
-    chunks, k, co = partial.shape
-    pix = _PIXELS_PER_PASS
-    owp = -(-ow // pix) * pix
+    n, _, _, c = x.shape
+    chunks, _, co = partial.shape
+    taps = _TAPS_PER_PASS
+    och = _COUT_CHUNK
+    kwc = kw * c
+    npass = -(-kwc // taps)
+    ncb = -(-co // och)
+    ncols = (ow - 1) * sw + kw
+    length = ncols * c + npass * taps - kwc
     rows = n * oh
-    last = n * oh * ow - 1
     for t in prange(chunks):
-        partial[t] = 0.0
-        cols = np.empty((owp, k), x.dtype)
+        acc = np.zeros((kh, npass, ncb, taps * och), x.dtype)
         for row in range(t * rows // chunks, (t + 1) * rows // chunks):
-            cols[:] = 0.0
-            _gather_row(x, row // oh, row % oh, kh, kw, sh, sw, pt, pl, ow, cols)
-            r0 = row * ow
-            for j0 in range(0, owp, pix):
-                for kk in range(k):
-                    for o in range(co):
-                        s = partial[t, kk, o]
-                        for u in range(pix):
-                            # rows past OW are zero in cols; g2's row index only stays in bounds
-                            s += cols[j0 + u, kk] * g2[min(r0 + j0 + u, last), o]
-                        partial[t, kk, o] = s
+            bi = row // oh
+            xrow = np.zeros((kh, length), x.dtype)
+            _padded_rows(x, bi, row - bi * oh, sh, pt, pl, ncols, xrow)
+            _weight_grad_row(xrow, g2[row * ow:(row + 1) * ow], sw * c, acc)
+        _unpack_taps(acc, kwc, partial[t])
+
+
+@njit(cache=True)
+def _unpack_taps(acc, kwc, out):
+    """out[p*kwc + t, o] = acc[p, t // 9, o // OCH, (t % 9)*OCH + o % OCH]: the layout of
+    _forward_weights back to (K, cout). Serial, as _forward_weights."""
+    kh = acc.shape[0]
+    och = _COUT_CHUNK
+    co = out.shape[1]
+    for p in range(kh):
+        for t in range(kwc):
+            for o in range(co):
+                out[p * kwc + t, o] = acc[p, t // 9, o // och, (t % 9) * och + o % och]
 
 
 # Input channels summed per pass of the input gradient: 3 (RGB), so that three sums share
