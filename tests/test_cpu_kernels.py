@@ -109,6 +109,23 @@ def test_conv2d_matches_reference(case, relu, dtype, gemm_mode, conv_algo):
     close(gx_only[0], expected_gx, dtype)
 
 
+@pytest.mark.parametrize("algo", ["winograd", "im2col"])
+def test_shared_tile_queue_gives_the_same_bits_as_fixed_shares(algo, monkeypatch):
+    """Forward passes let the threads take tiles from a shared counter; which thread
+    computes a tile must not change a single bit of the result."""
+    monkeypatch.setattr(cpu, "_WINOGRAD", algo == "winograd")
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((3, 9, 10, 8)).astype(np.float32)
+    w = rng.standard_normal((3, 3, 8, 12)).astype(np.float32)
+    b = rng.standard_normal(12).astype(np.float32)
+    shared = [cpu.conv2d_forward(x, w, b, (1, 1), (1, 1, 1, 1), True, False)[0].copy() for _ in range(3)]
+    run_tiles = cpu._run_tiles
+    monkeypatch.setattr(cpu, "_run_tiles", lambda work, tiles, shared=False: run_tiles(work, tiles, False))
+    fixed = cpu.conv2d_forward(x, w, b, (1, 1), (1, 1, 1, 1), True, False)[0]
+    for y in shared:
+        assert np.array_equal(y, fixed)
+
+
 def test_conv2d_without_bias_and_partial_gradients():
     rng = np.random.default_rng(1)
     x = rng.standard_normal((2, 5, 5, 8))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 from concurrent.futures import ThreadPoolExecutor
 
@@ -94,21 +95,32 @@ def _tiles(rows: int, k: int, itemsize: int, align: int = 1) -> list:
     return [(r0, min(r0 + step, rows)) for r0 in range(0, rows, step)]
 
 
-def _run_tiles(work, tiles: list) -> None:
+def _run_tiles(work, tiles: list, shared: bool = False) -> None:
     """Call work(thread, r0, r1) for every tile, thread t taking tiles t, t + _THREADS, ...
 
     The calling thread is thread 0. BLAS runs single-threaded meanwhile: the
     parallelism is across tiles, and each GEMM reads a tile its own thread wrote.
+    A fixed share per thread keeps per-thread partial sums (weight gradients) over
+    the same tiles every run, so they are bit-reproducible. With ``shared=True``
+    (for passes whose tiles' results do not depend on the thread that computes them)
+    the threads take tiles from a shared counter instead, so a thread slowed by
+    other load on the machine takes fewer.
     """
     if _THREADS == 1 or len(tiles) == 1:
         for r0, r1 in tiles:
             work(0, r0, r1)
         return
+    taken = itertools.count()
+
     def worker(thread):
-        # A fixed share per thread (not a shared queue): each thread's partial sums
-        # then cover the same tiles every run, so results are bit-reproducible.
-        for tile in tiles[thread::_THREADS]:
-            work(thread, *tile)
+        if not shared:
+            for tile in tiles[thread::_THREADS]:
+                work(thread, *tile)
+            return
+        for i in taken:                    # next() of a count is atomic under the GIL
+            if i >= len(tiles):
+                return
+            work(thread, *tiles[i])
 
     with _blas.limit(limits=1):
         helpers = [_executor.submit(worker, t) for t in range(1, _THREADS)]
@@ -117,15 +129,15 @@ def _run_tiles(work, tiles: list) -> None:
             f.result()
 
 
-def _tiled_gemm(rows, k, dtype, fill, multiply, finish=None, align=1) -> None:
+def _tiled_gemm(rows, k, dtype, fill, multiply, finish=None, align=1, shared=False) -> None:
     """Run a GEMM whose (rows, k) left operand A is built tile by tile.
 
     ``fill`` is A itself (an array that already exists) or fill(thread, r0, r1, a),
     which writes rows r0:r1 of A into ``a``; multiply(thread, a, r0, r1) is the GEMM
     on those rows; finish(thread, r0, r1) an epilogue on its output. With at least
     two tiles per thread, each thread does fill, multiply (single-threaded BLAS) and
-    finish on its own cache-sized tile. Tiny problems fill all of A in parallel,
-    run one multi-threaded GEMM, then finish in parallel.
+    finish on its own cache-sized tile (``shared`` as in _run_tiles). Tiny problems
+    fill all of A in parallel, run one multi-threaded GEMM, then finish in parallel.
     """
     dtype = np.dtype(dtype)
     given = not callable(fill)
@@ -144,7 +156,7 @@ def _tiled_gemm(rows, k, dtype, fill, multiply, finish=None, align=1) -> None:
             if finish is not None:
                 finish(thread, r0, r1)
 
-        _run_tiles(work, tiles)
+        _run_tiles(work, tiles, shared)
         return
     parts = _halves(rows, align)
     if given:
@@ -195,7 +207,7 @@ def _conv_into(x, w2, b, kh, kw, stride, pads, relu, y2):
 
     _tiled_gemm(y2.shape[0], w2.shape[0], x.dtype,
                 x.reshape(-1, c) if _is_pointwise(kh, kw, sh, sw, pads) else fill,
-                multiply, finish if has_bias or relu else None)
+                multiply, finish if has_bias or relu else None, shared=True)
 
 
 def _conv_inputs(x, w, b):
@@ -284,7 +296,7 @@ def _winograd_conv(x, mats, pt, pl, oh, ow, finish):
             gemms(v, m, 0, 16)
             finish(m, 0, tr0, tr1, th, tw)
 
-        _run_tiles(work, chunks)
+        _run_tiles(work, chunks, shared=True)
         return
     v = _ws.scratch("wino_v", (16, n * th * tw, c), x.dtype)
     m = _ws.scratch("wino_m", (16, n * th * tw, co), x.dtype)
@@ -533,7 +545,7 @@ def conv2d_relu_pool_forward(x, w, b, stride, pads, keep):
         epilogue.bias_relu_pool2x2(conv_rows(thread, r0, r1), bias, has_bias, ow,
                                    pooled2[r0 // 4:r1 // 4], which2[r0 // 4:r1 // 4])
 
-    _tiled_gemm(n * oh * ow, k, x.dtype, fill, multiply, finish, align=2 * ow)
+    _tiled_gemm(n * oh * ow, k, x.dtype, fill, multiply, finish, align=2 * ow, shared=True)
     return pooled, (("fused", x, w, tuple(stride), tuple(pads), which, None) if keep else None)
 
 
