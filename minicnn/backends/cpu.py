@@ -169,6 +169,12 @@ def _tiled_gemm(rows, k, dtype, fill, multiply, finish=None, align=1, shared=Fal
         _run_tiles(finish, parts)
 
 
+def _pieces(n: int, count: int) -> list:
+    """range(n) cut into at most ``count`` ranges of about equal length."""
+    step = max(1, -(-n // count))
+    return [(a, min(a + step, n)) for a in range(0, n, step)]
+
+
 def _halves(rows: int, align: int) -> list:
     """Split rows into one range per thread, each starting at a multiple of align."""
     step = -(-rows // _THREADS)
@@ -265,7 +271,8 @@ def _winograd_kernel(w, keep):
     """U = G w G^T, (16, cin, cout): kept with the layer's saved state for the input gradient."""
     shape = (16, w.shape[2], w.shape[3])
     u = _ws.output(shape, w.dtype) if keep else _ws.scratch("wino_u", shape, w.dtype)
-    _run_tiles(lambda t, c0, c1: winograd.weight_transform(w, c0, c1, u), _halves(shape[1], 1))
+    _run_tiles(lambda t, c0, c1: winograd.weight_transform(w, c0, c1, u), _pieces(shape[1], 4 * _THREADS),
+               shared=True)
     return u
 
 
@@ -300,10 +307,11 @@ def _winograd_conv(x, mats, pt, pl, oh, ow, finish):
         return
     v = _ws.scratch("wino_v", (16, n * th * tw, c), x.dtype)
     m = _ws.scratch("wino_m", (16, n * th * tw, co), x.dtype)
-    halves = _halves(n * th, 1)
-    _run_tiles(lambda t, tr0, tr1: winograd.input_tiles(x, pt, pl, th, tw, tr0, tr1, v, tr0 * tw), halves)
-    _run_tiles(lambda t, k0, k1: gemms(v, m, k0, k1), _halves(16, 1))
-    _run_tiles(lambda t, tr0, tr1: finish(m, tr0 * tw, tr0, tr1, th, tw), halves)
+    # pieces from a shared counter: a thread slowed by other load on the machine does fewer
+    rows = _pieces(n * th, 4 * _THREADS)
+    _run_tiles(lambda t, tr0, tr1: winograd.input_tiles(x, pt, pl, th, tw, tr0, tr1, v, tr0 * tw), rows, True)
+    _run_tiles(lambda t, k0, k1: gemms(v, m, k0, k1), _pieces(16, 16), True)
+    _run_tiles(lambda t, tr0, tr1: finish(m, tr0 * tw, tr0, tr1, th, tw), rows, True)
 
 
 def _winograd_weight_grad(x, g4, pt, pl, prepare=None):
@@ -358,9 +366,10 @@ def _winograd_weight_grad(x, g4, pt, pl, prepare=None):
             for k in range(k0, k1):
                 np.matmul(v[k].T, z[k], out=du[k])
 
-        _run_tiles(gemms, _halves(16, 1))
+        _run_tiles(gemms, _pieces(16, 16), shared=True)          # each k alone: any thread
     gw = _ws.output((3, 3, c, co), x.dtype)
-    _run_tiles(lambda t, c0, c1: winograd.weight_grad_transform(du, c0, c1, gw), _halves(c, 1))
+    _run_tiles(lambda t, c0, c1: winograd.weight_grad_transform(du, c0, c1, gw), _pieces(c, 4 * _THREADS),
+               shared=True)
     return gw
 
 
