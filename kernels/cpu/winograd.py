@@ -31,11 +31,11 @@ The backward passes are the same machinery:
   over tiles, and dw = G^T dU G.
 
 The kernels are serial and release the GIL; the backend splits each one's work
-between its threads. The tile kernels handle a range of *tile rows* (a tile row is image n's tiles
-with top output row 2*ti) and is serial without the GIL: the backend runs one
-range per thread, transforms and GEMMs on a cache-sized chunk. Tile ``t`` of a
-range starting at tile row ``tr0`` is column ``t0 + (tr - tr0)*TW + tj`` of V,
-M and Z, so one array can hold a whole layer or one chunk.
+between its threads. The tile kernels handle a range of *tile rows* (a tile row is
+image n's tiles with top output row 2*ti), so a thread can transform, multiply and
+transform back a cache-sized chunk. Tile ``t`` of a range starting at tile row
+``tr0`` is column ``t0 + (tr - tr0)*TW + tj`` of V, M and Z, so one array can hold a
+whole layer or one chunk.
 """
 
 from __future__ import annotations

@@ -92,7 +92,12 @@ def _tiles(rows: int, k: int, itemsize: int, align: int = 1) -> list:
     step = max(_MIN_TILE_ROWS, _TILE_BYTES // (k * itemsize))
     step = min(step, max(_SMALL_TILE_ROWS, -(-rows // (2 * _THREADS))))
     step = max(align, step // align * align)
-    return [(r0, min(r0 + step, rows)) for r0 in range(0, rows, step)]
+    return _ranges(rows, step)
+
+
+def _ranges(n: int, step: int) -> list:
+    """range(n) as consecutive (start, stop) ranges of ``step`` (the last may be shorter)."""
+    return [(a, min(a + step, n)) for a in range(0, n, step)]
 
 
 def _run_tiles(work, tiles: list, shared: bool = False) -> None:
@@ -169,17 +174,44 @@ def _tiled_gemm(rows, k, dtype, fill, multiply, finish=None, align=1, shared=Fal
         _run_tiles(finish, parts)
 
 
+class _ThreadSums:
+    """A sum of GEMM products over tiles, one running sum per thread (fixed tile shares
+    keep it bit-reproducible), added in thread order by total(). Thread 0 sums straight
+    into ``out``; the others into scratch of its shape. add() puts a @ b into slice i
+    (or all) of the calling thread's sum; set started[thread] after a tile's products."""
+
+    def __init__(self, out, role):
+        self.sums = [out] + [_ws.scratch(f"{role}{t}", out.shape, out.dtype) for t in range(1, _THREADS)]
+        self.tmps = [_ws.scratch(f"{role}_tmp{t}", out.shape[-2:], out.dtype) for t in range(_THREADS)]
+        self.started = [False] * _THREADS
+
+    def add(self, thread, a, b, i=None):
+        target = self.sums[thread] if i is None else self.sums[thread][i]
+        if self.started[thread]:
+            np.matmul(a, b, out=self.tmps[thread])
+            target += self.tmps[thread]
+        else:
+            np.matmul(a, b, out=target)
+
+    def total(self):
+        out = self.sums[0]
+        if not self.started[0]:
+            out[...] = 0.0
+        for t in range(1, _THREADS):
+            if self.started[t]:
+                out += self.sums[t]
+        return out
+
+
 def _pieces(n: int, count: int) -> list:
     """range(n) cut into at most ``count`` ranges of about equal length."""
-    step = max(1, -(-n // count))
-    return [(a, min(a + step, n)) for a in range(0, n, step)]
+    return _ranges(n, max(1, -(-n // count)))
 
 
 def _halves(rows: int, align: int) -> list:
     """Split rows into one range per thread, each starting at a multiple of align."""
     step = -(-rows // _THREADS)
-    step = max(align, -(-step // align) * align)
-    return [(r0, min(r0 + step, rows)) for r0 in range(0, rows, step)]
+    return _ranges(rows, max(align, -(-step // align) * align))
 
 
 def _direct(c: int) -> bool:
@@ -196,8 +228,7 @@ def _conv_into(x, w2, b, kh, kw, stride, pads, relu, y2):
     _, h, wd, c = x.shape
     (sh, sw), (pt, pb, pl, pr) = stride, pads
     oh, ow = _out_size(h, kh, sh, pt, pb), _out_size(wd, kw, sw, pl, pr)
-    has_bias = b is not None
-    bias = b if has_bias else _EMPTY[x.dtype.str]
+    bias, has_bias = _bias(b, x.dtype)
     if _direct(c):
         conv_direct.conv_direct_forward(x, w2, bias, has_bias, relu, kh, kw, sh, sw, pt, pl, oh, ow, y2)
         return
@@ -214,6 +245,11 @@ def _conv_into(x, w2, b, kh, kw, stride, pads, relu, y2):
     _tiled_gemm(y2.shape[0], w2.shape[0], x.dtype,
                 x.reshape(-1, c) if _is_pointwise(kh, kw, sh, sw, pads) else fill,
                 multiply, finish if has_bias or relu else None, shared=True)
+
+
+def _bias(b, dtype):
+    """(bias array, has_bias) for the kernels, which take an empty array for no bias."""
+    return (b, True) if b is not None else (_EMPTY[np.dtype(dtype).str], False)
 
 
 def _conv_inputs(x, w, b):
@@ -240,13 +276,12 @@ def conv2d_forward(x, w, b, stride, pads, relu, keep):
     u = None
     if _use_winograd(w.shape, stride, pads, n, oh, ow):
         u = _winograd_kernel(w, keep)
-        has_bias = b is not None
-        bias = b if has_bias else _EMPTY[x.dtype.str]
+        bias, has_bias = _bias(b, x.dtype)
 
         def finish(m, t0, tr0, tr1, th, tw):
             winograd.output_tiles(m, t0, th, tw, tr0, tr1, bias, has_bias, relu, y)
 
-        _winograd_conv(x, [u[k] for k in range(16)], pt, pl, oh, ow, finish)
+        _winograd_conv(x, list(u), pt, pl, oh, ow, finish)
     else:
         _conv_into(x, w.reshape(kh * kw * c, co), b, kh, kw, stride, pads, relu, y.reshape(-1, co))
     saved = (x, w, tuple(stride), tuple(pads), y if relu else None, u) if keep else None
@@ -278,8 +313,7 @@ def _winograd_kernel(w, keep):
 
 def _tile_chunks(tile_rows: int, tw: int) -> list:
     """Ranges of about _WINOGRAD_TILES tiles' worth of tile rows."""
-    step = max(1, _WINOGRAD_TILES // tw)
-    return [(r0, min(r0 + step, tile_rows)) for r0 in range(0, tile_rows, step)]
+    return _ranges(tile_rows, max(1, _WINOGRAD_TILES // tw))
 
 
 def _winograd_conv(x, mats, pt, pl, oh, ow, finish):
@@ -335,31 +369,23 @@ def _winograd_weight_grad(x, g4, pt, pl, prepare=None):
 
     chunks = _tile_chunks(n * th, tw)
     if len(chunks) >= 2 * _THREADS:
-        sums = [_ws.scratch(f"wino_du{t}", (16, c, co), x.dtype) for t in range(_THREADS)]
-        tmps = [_ws.scratch(f"wino_tmp{t}", (c, co), x.dtype) for t in range(_THREADS)]
-        started = [False] * _THREADS
+        du = _ws.scratch("wino_du", (16, c, co), x.dtype)
+        sums = _ThreadSums(du, "wino_du")
 
         def work(thread, tr0, tr1):
             v = _ws.scratch("wino_v", (16, (tr1 - tr0) * tw, c), x.dtype)
             z = _ws.scratch("wino_m", (16, (tr1 - tr0) * tw, co), x.dtype)
             transform(v, z, 0, tr0, tr1, thread)
             for k in range(16):
-                if started[thread]:
-                    np.matmul(v[k].T, z[k], out=tmps[thread])
-                    sums[thread][k] += tmps[thread]
-                else:
-                    np.matmul(v[k].T, z[k], out=sums[thread][k])
-            started[thread] = True
+                sums.add(thread, v[k].T, z[k], k)
+            sums.started[thread] = True
 
         _run_tiles(work, chunks)
-        du = sums[0]
-        for t in range(1, _THREADS):
-            if started[t]:
-                du += sums[t]
+        sums.total()
     else:
         v = _ws.scratch("wino_v", (16, n * th * tw, c), x.dtype)
         z = _ws.scratch("wino_m", (16, n * th * tw, co), x.dtype)
-        du = _ws.scratch("wino_du0", (16, c, co), x.dtype)
+        du = _ws.scratch("wino_du", (16, c, co), x.dtype)
         _run_tiles(lambda t, tr0, tr1: transform(v, z, tr0 * tw, tr0, tr1, t), _halves(n * th, 1))
 
         def gemms(t, k0, k1):
@@ -381,7 +407,7 @@ def _winograd_data_grad(g4, u, x_shape, pads):
     pt, _, pl, _ = pads
 
     def finish(m, t0, tr0, tr1, th, tw):
-        winograd.output_tiles(m, t0, th, tw, tr0, tr1, _EMPTY[g4.dtype.str], False, False, gx)
+        winograd.output_tiles(m, t0, th, tw, tr0, tr1, *_bias(None, g4.dtype), False, gx)
 
     _winograd_conv(g4, [u[winograd.PERM[k]].T for k in range(16)], 2 - pt, 2 - pl, h, wd, finish)
     return gx
@@ -437,10 +463,7 @@ def _weight_grad(x, g2, w_shape, stride, pads, prepare=None, align=1, u=None):
     if _is_pointwise(kh, kw, sh, sw, pads):
         np.matmul(x.reshape(-1, c).T, g2, out=gw2)
         return gw2.reshape(w_shape)
-    # thread 0 sums straight into gw2; the others into their own (k, cout) scratch.
-    sums = [gw2] + [_ws.scratch(f"wsum{t}", (k, co), x.dtype) for t in range(1, _THREADS)]
-    tmps = [_ws.scratch(f"wtmp{t}", (k, co), x.dtype) for t in range(_THREADS)]
-    started = [False] * _THREADS
+    sums = _ThreadSums(gw2, "wsum")
 
     def fill(thread, r0, r1, a):
         if prepare is not None:
@@ -448,19 +471,11 @@ def _weight_grad(x, g2, w_shape, stride, pads, prepare=None, align=1, u=None):
         im2col_kernels.im2col_rows(x, kh, kw, sh, sw, pt, pl, oh, ow, r0, r1, a)
 
     def multiply(thread, a, r0, r1):
-        if not started[thread]:
-            np.matmul(a.T, g2[r0:r1], out=sums[thread])
-            started[thread] = True
-        else:
-            np.matmul(a.T, g2[r0:r1], out=tmps[thread])
-            sums[thread] += tmps[thread]
+        sums.add(thread, a.T, g2[r0:r1])
+        sums.started[thread] = True
 
     _tiled_gemm(g2.shape[0], k, x.dtype, fill, multiply, align=align)
-    if not started[0]:
-        gw2[...] = 0.0
-    for t in range(1, _THREADS):
-        if started[t]:
-            gw2 += sums[t]
+    sums.total()
     return gw2.reshape(w_shape)
 
 
@@ -521,15 +536,14 @@ def conv2d_relu_pool_forward(x, w, b, stride, pads, keep):
         return pooled, (("separate", conv_saved, pool_saved) if keep else None)
     pooled = _ws.output((n, oh // 2, ow // 2, co), x.dtype)
     which = _ws.output(pooled.shape, np.int8) if keep else _ws.scratch("which", pooled.shape, np.int8)
-    has_bias = b is not None
-    bias = b if has_bias else _EMPTY[x.dtype.str]
+    bias, has_bias = _bias(b, x.dtype)
     if _use_winograd(w.shape, stride, pads, n, oh, ow):       # each 2x2 Winograd tile is a pool window
         u = _winograd_kernel(w, keep)
 
         def pool(m, t0, tr0, tr1, th, tw):
             winograd.pool_tiles(m, t0, th, tw, tr0, tr1, bias, has_bias, pooled, which)
 
-        _winograd_conv(x, [u[k] for k in range(16)], pt, pl, oh, ow, pool)
+        _winograd_conv(x, list(u), pt, pl, oh, ow, pool)
         return pooled, (("fused", x, w, tuple(stride), tuple(pads), which, u) if keep else None)
     pooled2, which2 = pooled.reshape(-1, co), which.reshape(-1, co)
     k = kh * kw * c
