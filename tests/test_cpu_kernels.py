@@ -34,9 +34,13 @@ def small_tiles(monkeypatch):
     monkeypatch.setattr(cpu, "_THREADS", 2)
 
 
-@pytest.fixture(params=["tiles", "whole"])
+@pytest.fixture(params=["tiles", "tiles-per-position", "whole"])
 def gemm_mode(request, monkeypatch):
-    """Both GEMM schedules: per-thread tiles, and (small problems) one GEMM over all rows."""
+    """Every GEMM schedule: per-thread tiles (Winograd's 16 weight-gradient products summed
+    as one stacked GEMM, or one GEMM per tile position), and (small problems) one GEMM over
+    all rows."""
+    if request.param == "tiles-per-position":
+        monkeypatch.setattr(cpu, "_STACKED_SUM_BYTES", 0)
     if request.param == "whole":
         monkeypatch.setattr(cpu, "_MIN_TILE_ROWS", 10**6)
         monkeypatch.setattr(cpu, "_SMALL_TILE_ROWS", 10**6)

@@ -34,6 +34,8 @@ _SMALL_TILE_ROWS = 512
 _WINOGRAD = os.environ.get("MINICNN_CPU_CONV", "auto") != "im2col"
 _WINOGRAD_TILES = 512
 _WINOGRAD_MIN_TILES = 256
+# Chunks' weight-gradient products up to this size are summed as one stacked GEMM.
+_STACKED_SUM_BYTES = 2 << 20
 # Threads that run convolution tiles (the calling thread is one of them).
 _THREADS = max(1, int(os.environ.get("NUMBA_NUM_THREADS", os.cpu_count() or 1)))
 _executor = ThreadPoolExecutor(max_workers=max(1, _THREADS - 1), thread_name_prefix="minicnn-cpu")
@@ -182,14 +184,15 @@ class _ThreadSums:
 
     def __init__(self, out, role):
         self.sums = [out] + [_ws.scratch(f"{role}{t}", out.shape, out.dtype) for t in range(1, _THREADS)]
-        self.tmps = [_ws.scratch(f"{role}_tmp{t}", out.shape[-2:], out.dtype) for t in range(_THREADS)]
+        self.role = role
         self.started = [False] * _THREADS
 
     def add(self, thread, a, b, i=None):
         target = self.sums[thread] if i is None else self.sums[thread][i]
         if self.started[thread]:
-            np.matmul(a, b, out=self.tmps[thread])
-            target += self.tmps[thread]
+            tmp = _ws.scratch(f"{self.role}_tmp", target.shape, target.dtype)    # per thread
+            np.matmul(a, b, out=tmp)
+            target += tmp
         else:
             np.matmul(a, b, out=target)
 
@@ -212,6 +215,11 @@ def _halves(rows: int, align: int) -> list:
     """Split rows into one range per thread, each starting at a multiple of align."""
     step = -(-rows // _THREADS)
     return _ranges(rows, max(align, -(-step // align) * align))
+
+
+def _small(rows: int, k: int, itemsize: int) -> bool:
+    """Too few column tiles for two per thread: _tiled_gemm runs one GEMM over all rows."""
+    return len(_tiles(rows, k, itemsize)) < 2 * _THREADS
 
 
 def _direct(c: int) -> bool:
@@ -281,7 +289,7 @@ def conv2d_forward(x, w, b, stride, pads, relu, keep):
         def finish(m, t0, tr0, tr1, th, tw):
             winograd.output_tiles(m, t0, th, tw, tr0, tr1, bias, has_bias, relu, y)
 
-        _winograd_conv(x, list(u), pt, pl, oh, ow, finish)
+        _winograd_conv(x, u, False, pt, pl, oh, ow, finish)
     else:
         _conv_into(x, w.reshape(kh * kw * c, co), b, kh, kw, stride, pads, relu, y.reshape(-1, co))
     saved = (x, w, tuple(stride), tuple(pads), y if relu else None, u) if keep else None
@@ -316,13 +324,15 @@ def _tile_chunks(tile_rows: int, tw: int) -> list:
     return _ranges(tile_rows, max(1, _WINOGRAD_TILES // tw))
 
 
-def _winograd_conv(x, mats, pt, pl, oh, ow, finish):
-    """The 16 GEMMs M[k] = V[k] @ mats[k] over the (oh, ow) output's tiles of x (3x3, stride 1,
-    top/left pads pt/pl); finish(m, t0, tr0, tr1, th, tw) turns the products of tile rows
-    tr0:tr1, held in columns from t0 of m, into outputs."""
+def _winograd_conv(x, u, rotated, pt, pl, oh, ow, finish):
+    """The 16 GEMMs M[k] = V[k] @ U[k] over the (oh, ow) output's tiles of x (3x3, stride 1,
+    top/left pads pt/pl), or V[k] @ U[PERM[k]]^T (the rotated kernel's transform) if
+    ``rotated``; finish(m, t0, tr0, tr1, th, tw) turns the products of tile rows tr0:tr1,
+    held in columns from t0 of m, into outputs."""
     n, _, _, c = x.shape
-    co = mats[0].shape[1]
+    co = u.shape[1] if rotated else u.shape[2]
     th, tw = -(-oh // 2), -(-ow // 2)
+    mats = [u[winograd.PERM[k]].T for k in range(16)] if rotated else u
 
     def gemms(v, m, k0, k1):
         for k in range(k0, k1):
@@ -330,11 +340,15 @@ def _winograd_conv(x, mats, pt, pl, oh, ow, finish):
 
     chunks = _tile_chunks(n * th, tw)
     if len(chunks) >= 2 * _THREADS:
+        # one stacked matmul a chunk: each Python-level call is a wait for the GIL, and on a
+        # busy host a thread that waits may lose its CPU for a while
+        stack = u[list(winograd.PERM)].transpose(0, 2, 1) if rotated else u
+
         def work(thread, tr0, tr1):
             v = _ws.scratch("wino_v", (16, (tr1 - tr0) * tw, c), x.dtype)
             m = _ws.scratch("wino_m", (16, (tr1 - tr0) * tw, co), x.dtype)
             winograd.input_tiles(x, pt, pl, th, tw, tr0, tr1, v, 0)
-            gemms(v, m, 0, 16)
+            np.matmul(v, stack, out=m)
             finish(m, 0, tr0, tr1, th, tw)
 
         _run_tiles(work, chunks, shared=True)
@@ -371,13 +385,19 @@ def _winograd_weight_grad(x, g4, pt, pl, prepare=None):
     if len(chunks) >= 2 * _THREADS:
         du = _ws.scratch("wino_du", (16, c, co), x.dtype)
         sums = _ThreadSums(du, "wino_du")
+        # one stacked matmul a chunk (fewer GIL waits, as in _winograd_conv) while its
+        # product is small enough to add to the running sum from cache
+        stacked = du.nbytes <= _STACKED_SUM_BYTES
 
         def work(thread, tr0, tr1):
             v = _ws.scratch("wino_v", (16, (tr1 - tr0) * tw, c), x.dtype)
             z = _ws.scratch("wino_m", (16, (tr1 - tr0) * tw, co), x.dtype)
             transform(v, z, 0, tr0, tr1, thread)
-            for k in range(16):
-                sums.add(thread, v[k].T, z[k], k)
+            if stacked:
+                sums.add(thread, v.transpose(0, 2, 1), z)
+            else:
+                for k in range(16):
+                    sums.add(thread, v[k].T, z[k], k)
             sums.started[thread] = True
 
         _run_tiles(work, chunks)
@@ -409,7 +429,7 @@ def _winograd_data_grad(g4, u, x_shape, pads):
     def finish(m, t0, tr0, tr1, th, tw):
         winograd.output_tiles(m, t0, th, tw, tr0, tr1, *_bias(None, g4.dtype), False, gx)
 
-    _winograd_conv(g4, [u[winograd.PERM[k]].T for k in range(16)], 2 - pt, 2 - pl, h, wd, finish)
+    _winograd_conv(g4, u, True, 2 - pt, 2 - pl, h, wd, finish)
     return gx
 
 
@@ -494,9 +514,12 @@ def _data_grad(g2, w, x_shape, stride, pads, u=None):
         conv_direct.conv_direct_backward_data(g2.reshape(n, oh, ow, co), w, sh, sw, pt, pl, gx)
     elif _is_pointwise(kh, kw, sh, sw, pads):
         np.matmul(g2, w.reshape(c, co).T, out=gx.reshape(-1, c))
-    elif sh == sw == 1 and min(flipped_pads) >= 0 and not _direct(co):
+    elif sh == sw == 1 and min(flipped_pads) >= 0 and not _direct(co) and not _small(g2.shape[0], kh * kw * co,
+                                                                                       g2.itemsize):
         # A stride-1 convolution's input gradient is the convolution of g with the
-        # kernel rotated 180 degrees in space and its channel axes swapped.
+        # kernel rotated 180 degrees in space and its channel axes swapped, tiled in
+        # cache. (Small layers, whose columns are one GEMM anyway, take col2im below:
+        # no rotated copy of the kernel and no im2col.)
         w_flip = _ws.scratch("wflip", (kh, kw, co, c), g2.dtype)
         w_flip[...] = w[::-1, ::-1].transpose(0, 1, 3, 2)
         _conv_into(g2.reshape(n, oh, ow, co), w_flip.reshape(kh * kw * co, c), None, kh, kw,
@@ -543,7 +566,7 @@ def conv2d_relu_pool_forward(x, w, b, stride, pads, keep):
         def pool(m, t0, tr0, tr1, th, tw):
             winograd.pool_tiles(m, t0, th, tw, tr0, tr1, bias, has_bias, pooled, which)
 
-        _winograd_conv(x, list(u), pt, pl, oh, ow, pool)
+        _winograd_conv(x, u, False, pt, pl, oh, ow, pool)
         return pooled, (("fused", x, w, tuple(stride), tuple(pads), which, u) if keep else None)
     pooled2, which2 = pooled.reshape(-1, co), which.reshape(-1, co)
     k = kh * kw * c
