@@ -10,6 +10,7 @@ these small shapes.
 
 from __future__ import annotations
 
+import time
 import zlib
 
 import numpy as np
@@ -128,6 +129,57 @@ def test_shared_tile_queue_gives_the_same_bits_as_fixed_shares(algo, monkeypatch
     fixed = cpu.conv2d_forward(x, w, b, (1, 1), (1, 1, 1, 1), True, False)[0]
     for y in shared:
         assert np.array_equal(y, fixed)
+
+
+@pytest.mark.parametrize("algo", ["winograd", "im2col"])
+@pytest.mark.parametrize("pool", [False, True])
+def test_weight_gradients_do_not_depend_on_which_thread_sums_what(algo, pool, monkeypatch):
+    """Weight and bias gradients sum tiles in fixed groups that threads take from a shared
+    counter: one thread doing it all, or a slowed thread doing little, gives the same bits."""
+    monkeypatch.setattr(cpu, "_WINOGRAD", algo == "winograd")
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((3, 10, 12, 8)).astype(np.float32)
+    w = rng.standard_normal((3, 3, 8, 9)).astype(np.float32)
+    b = rng.standard_normal(9).astype(np.float32)
+    forward, backward = ((cpu.conv2d_relu_pool_forward, cpu.conv2d_relu_pool_backward) if pool else
+                         (lambda x, w, b, s, p, keep: cpu.conv2d_forward(x, w, b, s, p, True, keep), cpu.conv2d_backward))
+    y, saved = forward(x, w, b, (1, 1), (1, 1, 1, 1), True)
+    gy = rng.standard_normal(y.shape).astype(np.float32)
+
+    def grads():
+        _, gw, gb = backward(gy, saved, False, True, True)
+        return gw.copy(), gb.copy()
+
+    both = grads()
+    monkeypatch.setattr(cpu, "_THREADS", 1)
+    alone = grads()
+    monkeypatch.setattr(cpu, "_THREADS", 2)
+    run_tiles = cpu._run_tiles
+
+    def thread_1_slow(work, tiles, shared=False):
+        def slowed(thread, r0, r1):
+            if thread == 1:
+                time.sleep(0.002)
+            work(thread, r0, r1)
+        run_tiles(slowed, tiles, shared)
+
+    monkeypatch.setattr(cpu, "_run_tiles", thread_1_slow)
+    skewed = grads()
+    for got in (alone, skewed):
+        assert all(np.array_equal(a, e) for a, e in zip(got, both))
+    _, gw_ref, gb_ref = ref_backward(x, w, b, gy, pool)
+    close(both[0], gw_ref, np.float32)
+    close(both[1], gb_ref, np.float32)
+
+
+def ref_backward(x, w, b, gy, pool):
+    """Float64 reference gradients of relu(conv(x, w) + b), max-pooled 2x2 if ``pool``."""
+    x, w, b, gy = (a.astype(np.float64) for a in (x, w, b, gy))
+    y = np.maximum(ref.conv2d(x, w, b, (1, 1), (1, 1, 1, 1)), 0.0)
+    if pool:
+        gy = ref.max_pool2d_backward(gy, ref.max_pool2d(y)[1], y.shape)
+    g = gy * (y > 0)
+    return None, ref.conv2d_backward_weights(g, x, w.shape, (1, 1), (1, 1, 1, 1)), g.sum(axis=(0, 1, 2))
 
 
 def test_conv2d_without_bias_and_partial_gradients():

@@ -36,6 +36,9 @@ _WINOGRAD_TILES = 512
 _WINOGRAD_MIN_TILES = 256
 # Chunks' weight-gradient products up to this size are summed as one stacked GEMM.
 _STACKED_SUM_BYTES = 2 << 20
+# Weight gradients sum tiles in this many groups (see _GroupSums), in at most this much scratch.
+_GROUPS = 8
+_GROUP_SUM_BYTES = 32 << 20
 # Threads that run convolution tiles (the calling thread is one of them).
 _THREADS = max(1, int(os.environ.get("NUMBA_NUM_THREADS", os.cpu_count() or 1)))
 _executor = ThreadPoolExecutor(max_workers=max(1, _THREADS - 1), thread_name_prefix="minicnn-cpu")
@@ -176,20 +179,40 @@ def _tiled_gemm(rows, k, dtype, fill, multiply, finish=None, align=1, shared=Fal
         _run_tiles(finish, parts)
 
 
-class _ThreadSums:
-    """A sum of GEMM products over tiles, one running sum per thread (fixed tile shares
-    keep it bit-reproducible), added in thread order by total(). Thread 0 sums straight
-    into ``out``; the others into scratch of its shape. add() puts a @ b into slice i
-    (or all) of the calling thread's sum; set started[thread] after a tile's products."""
+class _GroupSums:
+    """A sum of GEMM products over tiles, bit-reproducible however the threads share the work.
+
+    The tiles are cut into a fixed number of contiguous groups. Threads take whole groups
+    from a shared counter (a thread slowed by other load on the machine takes fewer), and
+    a group's products are summed in tile order into the group's own running sum, so no
+    sum depends on which thread did it; total() adds the groups' sums in order. Group 0
+    sums straight into ``out``, the others into scratch of its shape (at most
+    _GROUP_SUM_BYTES of it in all: fewer groups for big sums).
+    """
 
     def __init__(self, out, role):
-        self.sums = [out] + [_ws.scratch(f"{role}{t}", out.shape, out.dtype) for t in range(1, _THREADS)]
-        self.role = role
-        self.started = [False] * _THREADS
+        self.out, self.role = out, role
+        self.count = max(_THREADS, min(_GROUPS, _GROUP_SUM_BYTES // max(1, out.nbytes)))
+        self.sums = [out] + [None] * (self.count - 1)
+        self.started = [False] * self.count
 
-    def add(self, thread, a, b, i=None):
-        target = self.sums[thread] if i is None else self.sums[thread][i]
-        if self.started[thread]:
+    def run(self, tiles, body) -> None:
+        """body(group, r0, r1) for every tile (r0, r1), each group's tiles in order by one thread."""
+        groups = _pieces(len(tiles), self.count)
+        index = {g[0]: i for i, g in enumerate(groups)}
+
+        def work(thread, i0, i1):
+            for r0, r1 in tiles[i0:i1]:
+                body(index[i0], r0, r1)
+
+        _run_tiles(work, groups, shared=True)
+
+    def add(self, group, a, b, i=None):
+        """Add a @ b to the group's sum (to its slice i, if given); set started[group] after a tile."""
+        if self.sums[group] is None:
+            self.sums[group] = _ws.scratch(f"{self.role}{group}", self.out.shape, self.out.dtype)
+        target = self.sums[group] if i is None else self.sums[group][i]
+        if self.started[group]:
             tmp = _ws.scratch(f"{self.role}_tmp", target.shape, target.dtype)    # per thread
             np.matmul(a, b, out=tmp)
             target += tmp
@@ -197,12 +220,12 @@ class _ThreadSums:
             np.matmul(a, b, out=target)
 
     def total(self):
-        out = self.sums[0]
+        out = self.out
         if not self.started[0]:
             out[...] = 0.0
-        for t in range(1, _THREADS):
-            if self.started[t]:
-                out += self.sums[t]
+        for g in range(1, self.count):
+            if self.started[g]:
+                out += self.sums[g]
         return out
 
 
@@ -365,8 +388,9 @@ def _winograd_conv(x, u, rotated, pt, pl, oh, ow, finish):
 def _winograd_weight_grad(x, g4, pt, pl, prepare=None):
     """gw (3, 3, cin, cout) = G^T (sum over tiles of V[k]^T Z[k]) G, Z = A dY A^T.
 
-    ``prepare(thread, r0, r1)``, if given, first writes the output-gradient rows r0:r1 of
-    g4 (flattened N*OH*OW rows) that a chunk's tiles read.
+    ``prepare(part, r0, r1)``, if given, first writes the output-gradient rows r0:r1 of
+    g4 (flattened N*OH*OW rows) that a chunk's tiles read; ``part`` is a thread
+    or a group of chunks, whichever owns that part of any per-part sums.
     """
     n, _, _, c = x.shape
     _, oh, ow, co = g4.shape
@@ -384,23 +408,23 @@ def _winograd_weight_grad(x, g4, pt, pl, prepare=None):
     chunks = _tile_chunks(n * th, tw)
     if len(chunks) >= 2 * _THREADS:
         du = _ws.scratch("wino_du", (16, c, co), x.dtype)
-        sums = _ThreadSums(du, "wino_du")
+        sums = _GroupSums(du, "wino_du")
         # one stacked matmul a chunk (fewer GIL waits, as in _winograd_conv) while its
         # product is small enough to add to the running sum from cache
         stacked = du.nbytes <= _STACKED_SUM_BYTES
 
-        def work(thread, tr0, tr1):
+        def chunk(group, tr0, tr1):
             v = _ws.scratch("wino_v", (16, (tr1 - tr0) * tw, c), x.dtype)
             z = _ws.scratch("wino_m", (16, (tr1 - tr0) * tw, co), x.dtype)
-            transform(v, z, 0, tr0, tr1, thread)
+            transform(v, z, 0, tr0, tr1, group)
             if stacked:
-                sums.add(thread, v.transpose(0, 2, 1), z)
+                sums.add(group, v.transpose(0, 2, 1), z)
             else:
                 for k in range(16):
-                    sums.add(thread, v[k].T, z[k], k)
-            sums.started[thread] = True
+                    sums.add(group, v[k].T, z[k], k)
+            sums.started[group] = True
 
-        _run_tiles(work, chunks)
+        sums.run(chunks, chunk)
         sums.total()
     else:
         v = _ws.scratch("wino_v", (16, n * th * tw, c), x.dtype)
@@ -443,15 +467,15 @@ def conv2d_backward(gy, saved, need_x, need_w, need_b):
     mask = y_relu.reshape(-1, co) if y_relu is not None else gy2
     masking = y_relu is not None or need_b
     g2 = _ws.scratch("grad", gy2.shape, x.dtype) if masking else gy2
-    bias_sums = np.zeros((max(_CHUNKS, _THREADS), co), np.float64)
+    bias_sums = np.zeros((max(_CHUNKS, _THREADS, _GROUPS), co), np.float64)
     # The tiled weight gradient masks each tile of g just before its GEMM reads it.
     fused = need_w and masking and not _direct(c) and not _is_pointwise(kh, kw, *stride, pads)
     if masking and not fused:
         epilogue.relu_mask_bias_grad(gy2, mask, y_relu is not None, g2, bias_sums)
     gw = None
     if need_w:
-        def mask_tile(thread, r0, r1):
-            epilogue.relu_mask_rows(gy2[r0:r1], mask[r0:r1], y_relu is not None, g2[r0:r1], bias_sums[thread])
+        def mask_tile(part, r0, r1):
+            epilogue.relu_mask_rows(gy2[r0:r1], mask[r0:r1], y_relu is not None, g2[r0:r1], bias_sums[part])
 
         gw = _weight_grad(x, g2, w.shape, stride, pads, mask_tile if fused else None, u=u)
     gb = bias_sums.sum(axis=0).astype(x.dtype) if need_b else None
@@ -460,11 +484,13 @@ def conv2d_backward(gy, saved, need_x, need_w, need_b):
 
 
 def _weight_grad(x, g2, w_shape, stride, pads, prepare=None, align=1, u=None):
-    """gw (kh, kw, cin, cout) = cols^T @ g: each thread sums its tiles' products, then the threads' sums add.
+    """gw (kh, kw, cin, cout) = cols^T @ g, summed over tiles in groups (_GroupSums).
 
-    ``prepare(thread, r0, r1)``, if given, first writes the rows r0:r1 of g (the ReLU
+    ``prepare(part, r0, r1)``, if given, first writes the rows r0:r1 of g (the ReLU
     mask, or the un-pooling of a fused pool) in the same pass, while they are in
-    cache; tiles then start at multiples of ``align`` rows. ``u`` (Winograd's transformed
+    cache; tiles then start at multiples of ``align`` rows. ``part`` is a
+    thread or a group of tiles (see _GroupSums): per-part sums that prepare keeps (the
+    bias gradient) then add up the same way every run. ``u`` (Winograd's transformed
     kernel, if the forward pass used Winograd) selects the Winograd path.
     """
     n, h, wd, c = x.shape
@@ -483,18 +509,27 @@ def _weight_grad(x, g2, w_shape, stride, pads, prepare=None, align=1, u=None):
     if _is_pointwise(kh, kw, sh, sw, pads):
         np.matmul(x.reshape(-1, c).T, g2, out=gw2)
         return gw2.reshape(w_shape)
-    sums = _ThreadSums(gw2, "wsum")
+    sums = _GroupSums(gw2, "wsum")
 
-    def fill(thread, r0, r1, a):
+    def fill(part, r0, r1, a):
         if prepare is not None:
-            prepare(thread, r0, r1)
+            prepare(part, r0, r1)
         im2col_kernels.im2col_rows(x, kh, kw, sh, sw, pt, pl, oh, ow, r0, r1, a)
 
-    def multiply(thread, a, r0, r1):
-        sums.add(thread, a.T, g2[r0:r1])
-        sums.started[thread] = True
+    def multiply(group, a, r0, r1):
+        sums.add(group, a.T, g2[r0:r1])
+        sums.started[group] = True
 
-    _tiled_gemm(g2.shape[0], k, x.dtype, fill, multiply, align=align)
+    tiles = _tiles(g2.shape[0], k, x.itemsize, align)
+    if len(tiles) >= 2 * _THREADS:
+        def tile(group, r0, r1):
+            a = _ws.scratch("wcols", (r1 - r0, k), x.dtype)        # per thread
+            fill(group, r0, r1, a)
+            multiply(group, a, r0, r1)
+
+        sums.run(tiles, tile)
+    else:
+        _tiled_gemm(g2.shape[0], k, x.dtype, fill, multiply, align=align)
     sums.total()
     return gw2.reshape(w_shape)
 
@@ -610,10 +645,10 @@ def conv2d_relu_pool_backward(gy, saved, need_x, need_w, need_b):
     gp2 = np.ascontiguousarray(gy, x.dtype).reshape(-1, co)
     which2 = which.reshape(-1, co)
     g2 = _ws.scratch("grad", (n * oh * ow, co), x.dtype)
-    bias_sums = np.zeros((_THREADS, co), np.float64)
+    bias_sums = np.zeros((max(_THREADS, _GROUPS), co), np.float64)
 
-    def unpool_tile(thread, r0, r1):
-        epilogue.unpool2x2_rows(gp2[r0 // 4:r1 // 4], which2[r0 // 4:r1 // 4], ow, g2[r0:r1], bias_sums[thread])
+    def unpool_tile(part, r0, r1):
+        epilogue.unpool2x2_rows(gp2[r0 // 4:r1 // 4], which2[r0 // 4:r1 // 4], ow, g2[r0:r1], bias_sums[part])
 
     gw = None
     if need_w:
