@@ -10,6 +10,7 @@ these small shapes.
 
 from __future__ import annotations
 
+import threading
 import time
 import zlib
 
@@ -180,6 +181,51 @@ def ref_backward(x, w, b, gy, pool):
         gy = ref.max_pool2d_backward(gy, ref.max_pool2d(y)[1], y.shape)
     g = gy * (y > 0)
     return None, ref.conv2d_backward_weights(g, x, w.shape, (1, 1), (1, 1, 1, 1)), g.sum(axis=(0, 1, 2))
+
+
+def test_tile_team_runs_every_worker_and_raises_a_helpers_error():
+    team = cpu._Team(1)
+    calls = []
+    for count in (2, 4):                    # 4: more threads asked for than the team has
+        calls.clear()
+        team.run(lambda t: calls.append((t, threading.get_ident())), count)
+        assert sorted(t for t, _ in calls) == list(range(count))
+        assert dict(calls)[0] == threading.get_ident() != dict(calls)[1]
+
+    def fail(t):
+        if t == 1:
+            raise ValueError("tile 1")
+
+    with pytest.raises(ValueError, match="tile 1"):
+        team.run(fail, 2)
+    calls.clear()
+    team.run(lambda t: calls.append(t), 2)          # still serving after the error
+    assert sorted(calls) == [0, 1]
+
+
+def test_tile_passes_from_two_python_threads_at_once():
+    """A second caller finds the team busy and runs its pass alone; both get exact results."""
+    rng = np.random.default_rng(3)
+    xs = [rng.standard_normal((2, 12, 12, 8)).astype(np.float32) for _ in range(2)]
+    w = rng.standard_normal((3, 3, 8, 16)).astype(np.float32)
+    expected = [cpu.conv2d_forward(x, w, None, (1, 1), (1, 1, 1, 1), True, False)[0].copy() for x in xs]
+    got, errors = [None, None], []
+
+    def run(i):
+        try:
+            for _ in range(20):
+                y = cpu.conv2d_forward(xs[i], w, None, (1, 1), (1, 1, 1, 1), True, False)[0]
+                assert np.array_equal(y, expected[i])
+            got[i] = True
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and got == [True, True]
 
 
 def test_conv2d_without_bias_and_partial_gradients():
