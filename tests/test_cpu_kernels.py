@@ -203,6 +203,33 @@ def test_tile_team_runs_every_worker_and_raises_a_helpers_error():
     assert sorted(calls) == [0, 1]
 
 
+def test_tile_team_finishes_an_interrupted_pass_before_the_next():
+    """Ctrl-C while the caller waits for a helper: the next pass must not start (and
+    reuse buffers) while that helper still runs the old one."""
+    team = cpu._Team(1)
+    events = []
+    caller, waits, wait = threading.get_ident(), [], team._wait
+
+    def interrupted(ready):
+        if threading.get_ident() == caller:
+            waits.append(ready)
+            if len(waits) == 2:                 # the wait for the helpers at the end of the pass
+                raise KeyboardInterrupt
+        wait(ready)
+
+    def slow(t):
+        if t == 1:
+            time.sleep(0.05)
+            events.append("old pass done")
+
+    team._wait = interrupted
+    with pytest.raises(KeyboardInterrupt):
+        team.run(slow, 2)
+    team._wait = wait
+    team.run(lambda t: events.append(f"new pass {t}"), 2)
+    assert events[0] == "old pass done" and sorted(events[1:]) == ["new pass 0", "new pass 1"]
+
+
 def test_tile_passes_from_two_python_threads_at_once():
     """A second caller finds the team busy and runs its pass alone; both get exact results."""
     rng = np.random.default_rng(3)

@@ -72,6 +72,7 @@ class _Team:
                 worker(t)
             return
         try:
+            self._wait(lambda: self._finished == self._active)   # a pass whose wait was interrupted
             active = min(self._helpers, count - 1)
             with self._cond:
                 self._job, self._active, self._finished, self._error = worker, active, 0, None
