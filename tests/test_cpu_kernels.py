@@ -50,11 +50,33 @@ def gemm_mode(request, monkeypatch):
     return request.param
 
 
-@pytest.fixture(params=["winograd", "im2col"])
+@pytest.fixture(params=["winograd", "im2col", "taps"])
 def conv_algo(request, monkeypatch):
-    """3x3 stride-1 convolutions by Winograd F(2x2, 3x3) (the default) and by im2col."""
+    """3x3 stride-1 convolutions by Winograd F(2x2, 3x3) (the default), by im2col, and (small
+    stride-1 layers, here of any width) by one GEMM per kernel tap."""
     monkeypatch.setattr(cpu, "_WINOGRAD", request.param == "winograd")
+    monkeypatch.setattr(cpu, "_TAPS_MIN_CHANNELS", 1 if request.param == "taps" else 10**9)
     return request.param
+
+
+def test_small_stride_1_layers_run_one_gemm_per_tap(monkeypatch):
+    """With conv_algo "taps" and one GEMM for the whole layer, the three passes of a stride-1
+    conv go through the tap functions (so the cases below test them), a strided one does not."""
+    monkeypatch.setattr(cpu, "_WINOGRAD", False)
+    monkeypatch.setattr(cpu, "_TAPS_MIN_CHANNELS", 1)
+    monkeypatch.setattr(cpu, "_SMALL_TILE_ROWS", 10**6)
+    monkeypatch.setattr(cpu, "_MIN_TILE_ROWS", 10**6)
+    calls = []
+    for name in ("_conv_taps", "_weight_grad_taps", "_data_grad_taps"):
+        real = getattr(cpu, name)
+        monkeypatch.setattr(cpu, name, lambda *a, _real=real, _name=name: (calls.append(_name), _real(*a))[1])
+    rng = np.random.default_rng(4)
+    for stride, expected in (((1, 1), ["_conv_taps", "_weight_grad_taps", "_data_grad_taps"]), ((2, 2), [])):
+        calls.clear()
+        x = rng.standard_normal((2, 4, 4, 8))
+        y, saved = cpu.conv2d_forward(x, rng.standard_normal((3, 3, 8, 8)), None, stride, (1, 1, 1, 1), True, True)
+        cpu.conv2d_backward(rng.standard_normal(y.shape), saved, True, True, False)
+        assert calls == expected
 
 
 def winograd_used(saved, algo, w_shape, stride, pads) -> bool:
