@@ -20,6 +20,7 @@ Arrays created here never import or know about minicnn Tensors.
 
 from __future__ import annotations
 
+import math
 import sys
 import threading
 from collections import OrderedDict
@@ -55,7 +56,7 @@ class Workspaces:
     def scratch(self, role: str, shape: tuple, dtype) -> np.ndarray:
         """A C-contiguous view of ``shape`` into the buffer of ``role``; contents undefined."""
         dtype = np.dtype(dtype)
-        size = int(np.prod(shape))
+        size = math.prod(int(s) for s in shape)       # np.prod costs ~20 us a call
         key = (role, dtype.str, threading.get_ident())
         buf = self._scratch.get(key)
         if buf is None or buf.size < size:
@@ -78,7 +79,7 @@ class Workspaces:
                     self.hits += 1
                     return arrays[i]
         self.misses += 1
-        self._trim(int(np.prod(key[0])) * np.dtype(dtype).itemsize)
+        self._trim(math.prod(key[0]) * np.dtype(dtype).itemsize)
         a = np.empty(key[0], dtype)
         self._pool.setdefault(key, []).append(a)
         return a
