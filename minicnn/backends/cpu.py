@@ -211,34 +211,31 @@ def _run_tiles(work, tiles: list, shared: bool = False) -> None:
         _team.run(worker, _THREADS)
 
 
-def _tiled_gemm(rows, k, dtype, fill, multiply, finish=None, align=1, shared=False) -> None:
+def _tiled_gemm(rows, k, dtype, fill, multiply, finish=None, align=1) -> None:
     """Run a GEMM whose (rows, k) left operand A is built tile by tile.
 
     ``fill`` is A itself (an array that already exists) or fill(thread, r0, r1, a),
     which writes rows r0:r1 of A into ``a``; multiply(thread, a, r0, r1) is the GEMM
     on those rows; finish(thread, r0, r1) an epilogue on its output. With at least
-    two tiles per thread, each thread does fill, multiply (single-threaded BLAS) and
-    finish on its own cache-sized tile (``shared`` as in _run_tiles). Tiny problems
+    two tiles per thread, the threads take cache-sized tiles from a shared counter and
+    do fill, multiply (single-threaded BLAS) and finish on each. Tiny problems
     fill all of A in parallel, run one multi-threaded GEMM, then finish in parallel.
     """
     dtype = np.dtype(dtype)
     given = not callable(fill)
     tiles = _tiles(rows, k, dtype.itemsize, align)
     if len(tiles) >= 2 * _THREADS:
-        step = tiles[0][1]
-        cols = None if given else [_ws.scratch(f"cols{t}", (step, k), dtype) for t in range(_THREADS)]
-
         def work(thread, r0, r1):
             if given:
                 a = fill[r0:r1]
             else:
-                a = cols[thread][:r1 - r0]
+                a = _ws.scratch("cols", (r1 - r0, k), dtype)        # per thread
                 fill(thread, r0, r1, a)
             multiply(thread, a, r0, r1)
             if finish is not None:
                 finish(thread, r0, r1)
 
-        _run_tiles(work, tiles, shared)
+        _run_tiles(work, tiles, shared=True)
         return
     parts = _halves(rows, align)
     if given:
@@ -353,7 +350,7 @@ def _conv_into(x, w2, b, kh, kw, stride, pads, relu, y2):
 
     _tiled_gemm(y2.shape[0], w2.shape[0], x.dtype,
                 x.reshape(-1, c) if _is_pointwise(kh, kw, sh, sw, pads) else fill,
-                multiply, finish if has_bias or relu else None, shared=True)
+                multiply, finish if has_bias or relu else None)
 
 
 # ---- one GEMM per kernel tap, for small stride-1 layers ----------------------------------
@@ -515,12 +512,6 @@ def _winograd_conv(x, u, rotated, pt, pl, oh, ow, finish):
     n, _, _, c = x.shape
     co = u.shape[1] if rotated else u.shape[2]
     th, tw = -(-oh // 2), -(-ow // 2)
-    mats = [u[winograd.PERM[k]].T for k in range(16)] if rotated else u
-
-    def gemms(v, m, k0, k1):
-        for k in range(k0, k1):
-            np.matmul(v[k], mats[k], out=m[k])
-
     chunks = _tile_chunks(n * th, tw)
     if len(chunks) >= 2 * _THREADS:
         # one stacked matmul a chunk: each Python-level call is a wait for the GIL, and on a
@@ -538,10 +529,16 @@ def _winograd_conv(x, u, rotated, pt, pl, oh, ow, finish):
         return
     v = _ws.scratch("wino_v", (16, n * th * tw, c), x.dtype)
     m = _ws.scratch("wino_m", (16, n * th * tw, co), x.dtype)
+    mats = [u[winograd.PERM[k]].T for k in range(16)] if rotated else u
+
+    def gemms(k0, k1):
+        for k in range(k0, k1):
+            np.matmul(v[k], mats[k], out=m[k])
+
     # pieces from a shared counter: a thread slowed by other load on the machine does fewer
     rows = _pieces(n * th, 4 * _THREADS)
     _run_tiles(lambda t, tr0, tr1: winograd.input_tiles(x, pt, pl, th, tw, tr0, tr1, v, tr0 * tw), rows, True)
-    _run_tiles(lambda t, k0, k1: gemms(v, m, k0, k1), _pieces(16, 16), True)
+    _run_tiles(lambda t, k0, k1: gemms(k0, k1), _pieces(16, 16), True)
     _run_tiles(lambda t, tr0, tr1: finish(m, tr0 * tw, tr0, tr1, th, tw), rows, True)
 
 
@@ -688,7 +685,7 @@ def _weight_grad(x, g2, w_shape, stride, pads, prepare=None, align=1, u=None):
     tiles = _tiles(g2.shape[0], k, x.itemsize, align)
     if len(tiles) >= 2 * _THREADS:
         def tile(group, r0, r1):
-            a = _ws.scratch("wcols", (r1 - r0, k), x.dtype)        # per thread
+            a = _ws.scratch("cols", (r1 - r0, k), x.dtype)         # per thread
             fill(group, r0, r1, a)
             multiply(group, a, r0, r1)
 
@@ -797,7 +794,7 @@ def conv2d_relu_pool_forward(x, w, b, stride, pads, keep):
         _conv_taps(x, w, pt, pl, outs.reshape(n, oh, ow, co))
         _run_tiles(finish, _halves(n * oh * ow, 2 * ow))
     else:
-        _tiled_gemm(n * oh * ow, k, x.dtype, fill, multiply, finish, align=2 * ow, shared=True)
+        _tiled_gemm(n * oh * ow, k, x.dtype, fill, multiply, finish, align=2 * ow)
     return pooled, (("fused", x, w, tuple(stride), tuple(pads), which, None) if keep else None)
 
 
