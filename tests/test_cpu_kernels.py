@@ -205,6 +205,121 @@ def ref_backward(x, w, b, gy, pool):
     return None, ref.conv2d_backward_weights(g, x, w.shape, (1, 1), (1, 1, 1, 1)), g.sum(axis=(0, 1, 2))
 
 
+@pytest.mark.parametrize("images", [3, 1])
+def test_tap_gemms_shared_between_threads_match_the_reference(images, monkeypatch):
+    """The tap GEMMs of a small layer are split between the tile threads: the forward and
+    input gradient by images (by output channels for a single image), the weight gradient
+    by output channels. Every share must be computed, and the bits must not depend on which
+    thread took which share (a slowed helper leaves its share to the caller)."""
+    monkeypatch.setattr(cpu, "_WINOGRAD", False)
+    monkeypatch.setattr(cpu, "_TAPS_MIN_CHANNELS", 1)
+    monkeypatch.setattr(cpu, "_SMALL_TILE_ROWS", 10**6)
+    monkeypatch.setattr(cpu, "_MIN_TILE_ROWS", 10**6)
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((images, 4, 5, 24)).astype(np.float32)
+    w = rng.standard_normal((3, 3, 24, 40)).astype(np.float32)   # 40 columns: shares 0:32, 32:40
+    b = rng.standard_normal(40).astype(np.float32)
+    gy = rng.standard_normal((images, 4, 5, 40)).astype(np.float32)
+    shares, part = [], cpu._add_products_part
+    monkeypatch.setattr(cpu, "_add_products_part",
+                        lambda a, wins, mats, out, cols: (shares.append((len(a), cols)), part(a, wins, mats, out, cols)))
+
+    def passes():
+        y, saved = cpu.conv2d_forward(x, w, b, (1, 1), (1, 1, 1, 1), True, True)
+        return [y.copy()] + [g.copy() for g in cpu.conv2d_backward(gy, saved, True, True, True)]
+
+    split = passes()
+    if images > 1:
+        assert sorted(shares) == [(1, slice(None))] * 2 + [(2, slice(None))] * 2   # forward and gx
+    else:
+        assert sorted(shares, key=str) == [(1, slice(0, 16)), (1, slice(0, 32)), (1, slice(16, 24)),
+                                           (1, slice(32, 40))]          # gx's 24 columns, y's 40
+    run_tiles = cpu._run_tiles
+
+    def thread_1_slow(work, tiles, shared=False):
+        def slowed(thread, r0, r1):
+            if thread == 1:
+                time.sleep(0.01)
+            work(thread, r0, r1)
+        run_tiles(slowed, tiles, shared)
+
+    monkeypatch.setattr(cpu, "_run_tiles", thread_1_slow)
+    for got, skewed in zip(split, passes()):
+        assert np.array_equal(got, skewed)
+    x64, w64, b64, gy64 = (a.astype(np.float64) for a in (x, w, b, gy))
+    y = ref.conv2d(x64, w64, b64, (1, 1), (1, 1, 1, 1))
+    g = gy64 * (y > 0)
+    close(split[0], np.maximum(y, 0), np.float32)
+    close(split[1], ref.conv2d_backward_data(g, w64, x.shape, (1, 1), (1, 1, 1, 1)), np.float32)
+    close(split[2], ref.conv2d_backward_weights(g, x64, w.shape, (1, 1), (1, 1, 1, 1)), np.float32)
+    close(split[3], ref.bias_grad(g), np.float32)
+
+
+@pytest.mark.parametrize("shape, shares", [((64, 300, 200), 2), ((2000, 300, 8), 2), ((4, 5, 6), 0)],
+                         ids=["columns", "rows", "small"])
+def test_matmul_shared_between_threads_matches_the_reference(shape, shares, monkeypatch):
+    """Dense-layer products: large ones are shared out by output columns (rows when narrow),
+    small ones are one GEMM on the calling thread."""
+    m, k, n = shape
+    rng = np.random.default_rng(12)
+    a, b = rng.standard_normal((m, k)).astype(np.float32), rng.standard_normal((k, n)).astype(np.float32)
+    passes, run_tiles = [], cpu._run_tiles
+    monkeypatch.setattr(cpu, "_run_tiles", lambda work, tiles, shared=False: (passes.append(len(tiles)),
+                                                                             run_tiles(work, tiles, shared)))
+    got = cpu.matmul(a, b.T.copy().T)                      # b as a transposed view, as Dense's backward passes it
+    assert passes == ([shares] if shares else [])
+    close(got, a.astype(np.float64) @ b.astype(np.float64), np.float32)
+
+
+class _WatchedNumpy:
+    """numpy, except that matmul records how many threads BLAS had for each call."""
+
+    def __init__(self, seen):
+        self.seen = seen
+
+    def __getattr__(self, name):
+        return getattr(np, name)
+
+    def matmul(self, *args, **kwargs):
+        self.seen.append(cpu._blas.info()[0]["num_threads"])
+        return np.matmul(*args, **kwargs)
+
+
+@pytest.mark.parametrize("layers", ["tiles", "whole"])
+def test_every_gemm_of_a_training_step_runs_with_single_threaded_blas(layers, monkeypatch):
+    """A multi-threaded OpenBLAS call leaves a spinning thread that slows the next pass, so
+    the backend shares GEMMs out between its own threads instead: through a step with 3x3
+    (in tiles, or as small layers: one GEMM, tap GEMMs), 1x1 and strided convolutions and
+    dense layers, BLAS (set to two threads here) must see one thread at every GEMM."""
+    from minicnn import functional as F
+    from minicnn import nn, optim
+
+    monkeypatch.setattr(cpu, "_TAPS_MIN_CHANNELS", 16)
+    monkeypatch.setattr(cpu, "_WINOGRAD", False)
+    if layers == "whole":
+        monkeypatch.setattr(cpu, "_MIN_TILE_ROWS", 10**6)
+        monkeypatch.setattr(cpu, "_SMALL_TILE_ROWS", 10**6)
+    taps, conv_taps = [], cpu._conv_taps
+    monkeypatch.setattr(cpu, "_conv_taps", lambda *a: (taps.append(1), conv_taps(*a)))
+    rng = np.random.default_rng(13)
+    model = nn.Sequential([nn.Conv2D(8, 3, activation="relu"), nn.Conv2D(16, 1, activation="relu"),
+                           nn.Conv2D(16, 3, strides=2, activation="relu"), nn.Conv2D(16, 3, activation="relu"),
+                           nn.Flatten(), nn.Dense(64, "relu"), nn.Dense(3)])
+    model.build((None, 8, 8, 3))
+    opt = optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    seen = []
+    monkeypatch.setattr(cpu, "np", _WatchedNumpy(seen))
+    with cpu._blas.limit(limits=2):
+        x = rng.standard_normal((64, 8, 8, 3)).astype(np.float32)
+        loss = F.softmax_cross_entropy(model(x), np.arange(64) % 3)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        assert cpu._blas.info()[0]["num_threads"] == 2
+    assert len(seen) >= 10 and set(seen) == {1}
+    assert bool(taps) == (layers == "whole")
+
+
 def test_tile_team_runs_every_worker_and_raises_a_helpers_error():
     team = cpu._Team(1)
     calls = []
@@ -389,7 +504,7 @@ def test_workspaces_scratch_and_pool_bound():
     assert ws.free_bytes() == 0 and held.nbytes == 800
 
 
-@pytest.mark.parametrize("size", [10, 40_000])            # the serial and the parallel kernel
+@pytest.mark.parametrize("size", [10, 40_000])            # one call, and slices on the tile threads
 @pytest.mark.parametrize("nesterov", [False, True])
 def test_sgd_update_matches_reference(size, nesterov):
     rng = np.random.default_rng(5)

@@ -57,51 +57,31 @@ def dropout_mask(seed, offset, rate, scale, mask):
         mask[i] = scale if u >= rate else 0.0
 
 
-@njit(inline="always")
-def _sgd_one(p, g, v, i, lr, momentum, nesterov, weight_decay):
-    gi = g[i] + weight_decay * p[i]
-    vi = momentum * v[i] - lr * gi
-    v[i] = vi
-    if nesterov:
-        p[i] += momentum * vi - lr * gi
-    else:
-        p[i] += vi
-
-
-@njit(parallel=True, cache=True)
+@njit(nogil=True, cache=True)
 def sgd_update(p, g, v, lr, momentum, nesterov, weight_decay):
-    """Keras SGD: g += wd p; v = mu v - lr g; p += v (Nesterov: p += mu v - lr g)."""
-    for i in prange(p.size):
-        _sgd_one(p, g, v, i, lr, momentum, nesterov, weight_decay)
+    """Keras SGD: g += wd p; v = mu v - lr g; p += v (Nesterov: p += mu v - lr g).
 
-
-@njit(cache=True)
-def sgd_update_serial(p, g, v, lr, momentum, nesterov, weight_decay):
-    """sgd_update on one thread, for arrays too small to be worth waking the others (biases)."""
+    One thread, no GIL: the CPU backend hands slices of a large weight to its tile
+    threads (see sgd_update there).
+    """
     for i in range(p.size):
-        _sgd_one(p, g, v, i, lr, momentum, nesterov, weight_decay)
+        gi = g[i] + weight_decay * p[i]
+        vi = momentum * v[i] - lr * gi
+        v[i] = vi
+        if nesterov:
+            p[i] += momentum * vi - lr * gi
+        else:
+            p[i] += vi
 
 
-@njit(inline="always")
-def _adam_one(p, g, m, v, i, alpha, beta1, beta2, eps):
-    gi = g[i]
-    mi = beta1 * m[i] + (1.0 - beta1) * gi
-    vi = beta2 * v[i] + (1.0 - beta2) * gi * gi
-    m[i] = mi
-    v[i] = vi
-    p[i] -= alpha * mi / (np.sqrt(vi) + eps)
-
-
-@njit(parallel=True, cache=True)
+@njit(nogil=True, cache=True)
 def adam_update(p, g, m, v, alpha, beta1, beta2, eps):
     """m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2; p -= alpha m / (sqrt(v) + eps),
-    with alpha = lr sqrt(1 - b2^t) / (1 - b1^t) computed by the caller."""
-    for i in prange(p.size):
-        _adam_one(p, g, m, v, i, alpha, beta1, beta2, eps)
-
-
-@njit(cache=True)
-def adam_update_serial(p, g, m, v, alpha, beta1, beta2, eps):
-    """adam_update on one thread, for small arrays."""
+    with alpha = lr sqrt(1 - b2^t) / (1 - b1^t) computed by the caller. One thread, no GIL."""
     for i in range(p.size):
-        _adam_one(p, g, m, v, i, alpha, beta1, beta2, eps)
+        gi = g[i]
+        mi = beta1 * m[i] + (1.0 - beta1) * gi
+        vi = beta2 * v[i] + (1.0 - beta2) * gi * gi
+        m[i] = mi
+        v[i] = vi
+        p[i] -= alpha * mi / (np.sqrt(vi) + eps)

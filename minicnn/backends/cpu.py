@@ -23,9 +23,9 @@ _DIRECT_MAX_CHANNELS = 8
 # A column tile is sized to stay in one core's L2 cache while its GEMM reads it.
 _TILE_BYTES = 1 << 20
 _MIN_TILE_ROWS = 512
-# Below two such tiles per thread, one multi-threaded GEMM over all rows is faster
-# (measured: 2x on VGG16's 4x4 and 14x14 layers); thinner tiles would re-pack a
-# (K, cout) weight matrix of up to 9 MB once per tile.
+# Below two such tiles per thread, one GEMM over all rows (its output columns shared out
+# between the threads: _gemm) is faster (measured: 2x on VGG16's 4x4 and 14x14 layers);
+# thinner tiles would re-pack a (K, cout) weight matrix of up to 9 MB once per tile.
 _SMALL_TILE_ROWS = 512
 # 3x3 stride-1 convolutions use Winograd F(2x2, 3x3) (kernels/cpu/winograd.py) unless
 # MINICNN_CPU_CONV=im2col. A chunk of about this many 2x2 tiles is transformed, multiplied
@@ -92,6 +92,10 @@ class _Team:
         finally:
             self._busy.release()
 
+    def busy(self) -> bool:
+        """Whether a pass is running (so BLAS is single-threaded and the threads are taken)."""
+        return self._busy.locked()
+
     def _serve(self, thread: int) -> None:
         seen = 0
         while True:
@@ -125,10 +129,19 @@ def _new_team() -> None:
 
 _new_team()
 os.register_at_fork(after_in_child=_new_team)
-_blas = ThreadpoolController().select(user_api="blas")   # limited to 1 thread while tiles run
+# BLAS runs single-threaded inside this backend, and the tile threads share out any large
+# GEMM (_gemm: dense layers, small layers' one GEMM; the tap GEMMs split their images).
+# A multi-threaded OpenBLAS call leaves its worker thread spinning for a while after it
+# returns, and on 2 cores that took a core from whatever ran next: measured, a Numba
+# SGD update of 7M weights right after a 512^3 GEMM ran at a fifth of its speed.
+_blas = ThreadpoolController().select(user_api="blas")
 
 # Elementwise updates of fewer elements than this run on the calling thread alone.
 _PARALLEL_MIN_SIZE = 1 << 15
+# Products of fewer multiply-adds than this run as one single-threaded GEMM.
+_PARALLEL_MIN_MACS = 1 << 20
+# Column shares of a split GEMM start at multiples of this (a 64-byte cache line of float32).
+_COLUMN_ALIGN = 16
 # Row chunks for reductions (bias and direct weight gradients): a few per thread.
 _CHUNKS = 8
 _EMPTY = {np.dtype(t).str: np.zeros(0, t) for t in (np.float32, np.float64)}
@@ -192,8 +205,9 @@ def _run_tiles(work, tiles: list, shared: bool = False) -> None:
     other load on the machine takes fewer.
     """
     if _THREADS == 1 or len(tiles) == 1:
-        for r0, r1 in tiles:
-            work(0, r0, r1)
+        with _blas.limit(limits=1):
+            for r0, r1 in tiles:
+                work(0, r0, r1)
         return
     taken = itertools.count()
 
@@ -211,6 +225,24 @@ def _run_tiles(work, tiles: list, shared: bool = False) -> None:
         _team.run(worker, _THREADS)
 
 
+def _gemm(a, b, out) -> None:
+    """out = a @ b. Called outside a pass, a large 2-D product is split between the tile
+    threads, output columns apiece (rows, for a narrow output), each a single-threaded GEMM;
+    inside a pass, or stacked (3-D), it is one single-threaded matmul."""
+    if _team.busy():
+        np.matmul(a, b, out=out)
+        return
+    m, n = out.shape[-2:]
+    if out.ndim != 2 or m * a.shape[-1] * n < _PARALLEL_MIN_MACS:
+        with _blas.limit(limits=1):
+            np.matmul(a, b, out=out)
+    elif n >= _COLUMN_ALIGN * _THREADS:
+        _run_tiles(lambda t, c0, c1: np.matmul(a, b[:, c0:c1], out=out[:, c0:c1]),
+                   _halves(n, _COLUMN_ALIGN), shared=True)
+    else:
+        _run_tiles(lambda t, r0, r1: np.matmul(a[r0:r1], b, out=out[r0:r1]), _pieces(m, _THREADS), shared=True)
+
+
 def _tiled_gemm(rows, k, dtype, fill, multiply, finish=None, align=1) -> None:
     """Run a GEMM whose (rows, k) left operand A is built tile by tile.
 
@@ -218,8 +250,9 @@ def _tiled_gemm(rows, k, dtype, fill, multiply, finish=None, align=1) -> None:
     which writes rows r0:r1 of A into ``a``; multiply(thread, a, r0, r1) is the GEMM
     on those rows; finish(thread, r0, r1) an epilogue on its output. With at least
     two tiles per thread, the threads take cache-sized tiles from a shared counter and
-    do fill, multiply (single-threaded BLAS) and finish on each. Tiny problems
-    fill all of A in parallel, run one multi-threaded GEMM, then finish in parallel.
+    do fill, multiply (single-threaded BLAS) and finish on each. Tiny problems fill
+    all of A in parallel, run one GEMM (its columns shared out: _gemm), then finish in
+    parallel.
     """
     dtype = np.dtype(dtype)
     given = not callable(fill)
@@ -283,10 +316,10 @@ class _GroupSums:
         target = self.sums[group] if i is None else self.sums[group][i]
         if self.started[group]:
             tmp = _ws.scratch(f"{self.role}_tmp", target.shape, target.dtype)    # per thread
-            np.matmul(a, b, out=tmp)
+            _gemm(a, b, tmp)
             target += tmp
         else:
-            np.matmul(a, b, out=target)
+            _gemm(a, b, target)
 
     def total(self):
         out = self.out
@@ -346,7 +379,7 @@ def _conv_into(x, w2, b, kh, kw, stride, pads, relu, y2):
         im2col_kernels.im2col_rows(x, kh, kw, sh, sw, pt, pl, oh, ow, r0, r1, a)
 
     def multiply(thread, a, r0, r1):
-        np.matmul(a, w2, out=y2[r0:r1])
+        _gemm(a, w2, y2[r0:r1])
 
     _tiled_gemm(y2.shape[0], w2.shape[0], x.dtype,
                 x.reshape(-1, c) if _is_pointwise(kh, kw, sh, sw, pads) else fill,
@@ -384,31 +417,45 @@ def _tap_windows(h, wd, kh, kw, pt, pl, oh, ow):
     return sorted(taps, key=lambda t: t[2] != (0, oh, 0, ow))
 
 
-def _window_rows(a, window, role):
-    """a[:, i0:i1, j0:j1, :] as a (pixels, channels) matrix (a view when it is all of a)."""
+def _window_rows(a, window, role, cols=slice(None)):
+    """a[:, i0:i1, j0:j1, cols] as a (pixels, channels) matrix (a view when it is all of a's pixels)."""
     i0, i1, j0, j1 = window
     if (i1 - i0, j1 - j0) == a.shape[1:3]:
-        return a.reshape(-1, a.shape[3])
-    rows = _ws.scratch(role, (a.shape[0], i1 - i0, j1 - j0, a.shape[3]), a.dtype)
-    rows[...] = a[:, i0:i1, j0:j1]
-    return rows.reshape(-1, a.shape[3])
+        return a.reshape(-1, a.shape[3])[:, cols]
+    part = a[:, i0:i1, j0:j1, cols]
+    rows = _ws.scratch(role, part.shape, a.dtype)
+    rows[...] = part
+    return rows.reshape(-1, part.shape[3])
 
 
 def _add_products(a, wins, mats, out):
-    """out[:, out window] = sum over taps of a[a window] @ mat: the first tap writes (or zeros
-    fill first, if its window is not all of out), the others add."""
+    """out[:, out window] = sum over taps of a[a window] @ mat, on the tile threads: each takes
+    a share of the images (of the output channels, if there are fewer images than threads)."""
+    n, co = out.shape[0], out.shape[3]
+    if n >= _THREADS:
+        _run_tiles(lambda t, n0, n1: _add_products_part(a[n0:n1], wins, mats, out[n0:n1], slice(None)),
+                   _pieces(n, _THREADS), shared=True)
+    else:
+        _run_tiles(lambda t, c0, c1: _add_products_part(a, wins, mats, out, slice(c0, c1)),
+                   _halves(co, _COLUMN_ALIGN), shared=True)
+
+
+def _add_products_part(a, wins, mats, out, cols):
+    """_add_products on the output channels ``cols`` of images ``a``/``out``: the first tap
+    writes (or zeros fill first, if its window is not all of out), the others add."""
     n, oh, ow, co = out.shape
     if not wins or wins[0][1] != (0, oh, 0, ow):
-        out[...] = 0.0
+        out[..., cols] = 0.0
     for k, ((a_win, out_win), mat) in enumerate(zip(wins, mats)):
         rows = _window_rows(a, a_win, "tap_in")
+        mat = mat[:, cols]
         if k == 0 and out_win == (0, oh, 0, ow):
-            np.matmul(rows, mat, out=out.reshape(-1, co))
+            np.matmul(rows, mat, out=out.reshape(-1, co)[:, cols])
             continue
         i0, i1, j0, j1 = out_win
-        prod = _ws.scratch("tap_prod", (rows.shape[0], co), out.dtype)
+        prod = _ws.scratch("tap_prod", (rows.shape[0], mat.shape[1]), out.dtype)
         np.matmul(rows, mat, out=prod)
-        out[:, i0:i1, j0:j1] += prod.reshape(n, i1 - i0, j1 - j0, co)
+        out[:, i0:i1, j0:j1, cols] += prod.reshape(n, i1 - i0, j1 - j0, -1)
 
 
 def _conv_taps(x, w, pt, pl, y):
@@ -428,11 +475,19 @@ def _data_grad_taps(g4, w, pt, pl, gx):
 
 
 def _weight_grad_taps(x, g4, pt, pl, gw):
+    """gw[p, q] = x[shifted window]^T @ g[window], the output channels split between the threads
+    (each GEMM sums over the same pixels in the same order, however the columns are split)."""
     _, h, wd, _ = x.shape
     kh, kw = gw.shape[:2]
     gw[...] = 0.0          # taps that never read inside the image
-    for p, q, out_win, x_win in _tap_windows(h, wd, kh, kw, pt, pl, g4.shape[1], g4.shape[2]):
-        np.matmul(_window_rows(x, x_win, "tap_in").T, _window_rows(g4, out_win, "tap_grad"), out=gw[p, q])
+    taps = _tap_windows(h, wd, kh, kw, pt, pl, g4.shape[1], g4.shape[2])
+
+    def part(thread, c0, c1):
+        for p, q, out_win, x_win in taps:
+            np.matmul(_window_rows(x, x_win, "tap_in").T, _window_rows(g4, out_win, "tap_grad", slice(c0, c1)),
+                      out=gw[p, q, :, c0:c1])
+
+    _run_tiles(part, _halves(gw.shape[3], _COLUMN_ALIGN), shared=True)
 
 
 def _bias(b, dtype):
@@ -664,7 +719,7 @@ def _weight_grad(x, g2, w_shape, stride, pads, prepare=None, align=1, u=None):
         np.sum(partial, axis=0, out=gw2)
         return gw2.reshape(w_shape)
     if _is_pointwise(kh, kw, sh, sw, pads):
-        np.matmul(x.reshape(-1, c).T, g2, out=gw2)
+        _gemm(x.reshape(-1, c).T, g2, gw2)
         return gw2.reshape(w_shape)
     if _by_taps(x.shape, co, kh, kw, stride, x.itemsize):
         if prepare is not None:
@@ -710,7 +765,7 @@ def _data_grad(g2, w, x_shape, stride, pads, u=None):
         # Few input channels (an RGB layer asked for its input gradient): direct dot products.
         conv_direct.conv_direct_backward_data(g2.reshape(n, oh, ow, co), w, sh, sw, pt, pl, gx)
     elif _is_pointwise(kh, kw, sh, sw, pads):
-        np.matmul(g2, w.reshape(c, co).T, out=gx.reshape(-1, c))
+        _gemm(g2, w.reshape(c, co).T, gx.reshape(-1, c))
     elif _by_taps(x_shape, co, kh, kw, stride, g2.itemsize):
         _data_grad_taps(g2.reshape(n, oh, ow, co), w, pt, pl, gx)
     elif sh == sw == 1 and min(flipped_pads) >= 0 and not _direct(co) and not _small(g2.shape[0], kh * kw * co,
@@ -725,7 +780,7 @@ def _data_grad(g2, w, x_shape, stride, pads, u=None):
                    (1, 1), flipped_pads, False, gx.reshape(-1, c))
     else:
         gcols = _ws.scratch("gcols", (g2.shape[0], kh * kw * c), g2.dtype)
-        np.matmul(g2, w.reshape(kh * kw * c, co).T, out=gcols)
+        _gemm(g2, w.reshape(kh * kw * c, co).T, gcols)
         im2col_kernels.col2im(gcols, kh, kw, sh, sw, pt, pl, oh, ow, gx)
     return gx
 
@@ -784,7 +839,7 @@ def conv2d_relu_pool_forward(x, w, b, stride, pads, keep):
         im2col_kernels.im2col_rows(x, kh, kw, sh, sw, pt, pl, oh, ow, r0, r1, a)
 
     def multiply(thread, a, r0, r1):
-        np.matmul(a, w2, out=conv_rows(thread, r0, r1))
+        _gemm(a, w2, conv_rows(thread, r0, r1))
 
     def finish(thread, r0, r1):
         epilogue.bias_relu_pool2x2(conv_rows(thread, r0, r1), bias, has_bias, ow,
@@ -881,7 +936,10 @@ def relu_backward(gy, y):
 
 
 def matmul(a, b):
-    return np.matmul(a, b)
+    """a @ b for 2-D arrays (dense layers), split between the tile threads when large (_gemm)."""
+    out = np.empty((a.shape[0], b.shape[1]), np.result_type(a, b))
+    _gemm(a, b, out)
+    return out
 
 
 def bias_grad(gy):
@@ -919,14 +977,22 @@ def dropout_mask(shape, rate, seed, offset, dtype):
     return mask
 
 
+def _update_in_pieces(kernel, arrays, *settings) -> None:
+    """kernel(*slices, *settings) over pieces of flat arrays, on the tile threads when large."""
+    flat = [a.reshape(-1) for a in arrays]
+    if flat[0].size < _PARALLEL_MIN_SIZE:
+        kernel(*flat, *settings)
+        return
+    _run_tiles(lambda t, i0, i1: kernel(*(a[i0:i1] for a in flat), *settings),
+               _pieces(flat[0].size, 4 * _THREADS), shared=True)
+
+
 def sgd_update(p, g, v, lr, momentum, nesterov, weight_decay):
-    update = elementwise.sgd_update if p.size >= _PARALLEL_MIN_SIZE else elementwise.sgd_update_serial
-    update(p.reshape(-1), np.ascontiguousarray(g, p.dtype).reshape(-1),
-                           v.reshape(-1), lr, momentum, nesterov, weight_decay)
+    _update_in_pieces(elementwise.sgd_update, (p, np.ascontiguousarray(g, p.dtype), v),
+                      lr, momentum, nesterov, weight_decay)
 
 
 def adam_update(p, g, m, v, step, lr, beta1, beta2, eps):
     alpha = lr * np.sqrt(1 - beta2 ** step) / (1 - beta1 ** step)
-    update = elementwise.adam_update if p.size >= _PARALLEL_MIN_SIZE else elementwise.adam_update_serial
-    update(p.reshape(-1), np.ascontiguousarray(g, p.dtype).reshape(-1),
-                            m.reshape(-1), v.reshape(-1), alpha, beta1, beta2, eps)
+    _update_in_pieces(elementwise.adam_update, (p, np.ascontiguousarray(g, p.dtype), m, v),
+                      alpha, beta1, beta2, eps)
