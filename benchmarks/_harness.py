@@ -150,9 +150,14 @@ def write_json(name: str, data: dict) -> Path:
 
 
 def bar_plot(name: str, labels: list[str], series: dict, ylabel: str, title: str,
-             hline: float | None = None) -> Path:
-    """Grouped bars, one group per label and one bar per series (None values are left out)."""
-    import matplotlib
+             hline: float | None = None) -> Path | None:
+    """Grouped bars, one group per label and one bar per series (None values are left out).
+    Without matplotlib, says so and draws nothing (the tables and JSON are the results)."""
+    try:
+        import matplotlib
+    except ImportError:
+        print(f"matplotlib is not installed: {name} not drawn (pip install matplotlib)")
+        return None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

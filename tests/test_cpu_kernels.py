@@ -177,22 +177,27 @@ def test_weight_gradients_do_not_depend_on_which_thread_sums_what(algo, pool, mo
     monkeypatch.setattr(cpu, "_THREADS", 1)
     alone = grads()
     monkeypatch.setattr(cpu, "_THREADS", 2)
-    run_tiles = cpu._run_tiles
-
-    def thread_1_slow(work, tiles, shared=False):
-        def slowed(thread, r0, r1):
-            if thread == 1:
-                time.sleep(0.002)
-            work(thread, r0, r1)
-        run_tiles(slowed, tiles, shared)
-
-    monkeypatch.setattr(cpu, "_run_tiles", thread_1_slow)
+    slow_down_thread_1(monkeypatch, 0.002)
     skewed = grads()
     for got in (alone, skewed):
         assert all(np.array_equal(a, e) for a, e in zip(got, both))
     _, gw_ref, gb_ref = ref_backward(x, w, b, gy, pool)
     close(both[0], gw_ref, np.float32)
     close(both[1], gb_ref, np.float32)
+
+
+def slow_down_thread_1(monkeypatch, seconds):
+    """Make tile thread 1 sleep before each tile, so the caller takes most shared tiles."""
+    run_tiles = cpu._run_tiles
+
+    def thread_1_slow(work, tiles, shared=False):
+        def slowed(thread, r0, r1):
+            if thread == 1:
+                time.sleep(seconds)
+            work(thread, r0, r1)
+        run_tiles(slowed, tiles, shared)
+
+    monkeypatch.setattr(cpu, "_run_tiles", thread_1_slow)
 
 
 def ref_backward(x, w, b, gy, pool):
@@ -234,16 +239,7 @@ def test_tap_gemms_shared_between_threads_match_the_reference(images, monkeypatc
     else:
         assert sorted(shares, key=str) == [(1, slice(0, 16)), (1, slice(0, 32)), (1, slice(16, 24)),
                                            (1, slice(32, 40))]          # gx's 24 columns, y's 40
-    run_tiles = cpu._run_tiles
-
-    def thread_1_slow(work, tiles, shared=False):
-        def slowed(thread, r0, r1):
-            if thread == 1:
-                time.sleep(0.01)
-            work(thread, r0, r1)
-        run_tiles(slowed, tiles, shared)
-
-    monkeypatch.setattr(cpu, "_run_tiles", thread_1_slow)
+    slow_down_thread_1(monkeypatch, 0.01)
     for got, skewed in zip(split, passes()):
         assert np.array_equal(got, skewed)
     x64, w64, b64, gy64 = (a.astype(np.float64) for a in (x, w, b, gy))
@@ -285,18 +281,19 @@ class _WatchedNumpy:
         return np.matmul(*args, **kwargs)
 
 
-@pytest.mark.parametrize("layers", ["tiles", "whole"])
+@pytest.mark.parametrize("layers", ["tiles", "whole", "winograd"])
 def test_every_gemm_of_a_training_step_runs_with_single_threaded_blas(layers, monkeypatch):
     """A multi-threaded OpenBLAS call leaves a spinning thread that slows the next pass, so
     the backend shares GEMMs out between its own threads instead: through a step with 3x3
-    (in tiles, or as small layers: one GEMM, tap GEMMs), 1x1 and strided convolutions and
-    dense layers, BLAS (set to two threads here) must see one thread at every GEMM."""
+    (in tiles, as small layers: one GEMM, tap GEMMs, or by Winograd), 1x1 and strided
+    convolutions and dense layers, BLAS (set to two threads here) must see one thread at
+    every GEMM."""
     from minicnn import functional as F
     from minicnn import nn, optim
 
     monkeypatch.setattr(cpu, "_TAPS_MIN_CHANNELS", 16)
-    monkeypatch.setattr(cpu, "_WINOGRAD", False)
-    if layers == "whole":
+    monkeypatch.setattr(cpu, "_WINOGRAD", layers == "winograd")
+    if layers != "tiles":
         monkeypatch.setattr(cpu, "_MIN_TILE_ROWS", 10**6)
         monkeypatch.setattr(cpu, "_SMALL_TILE_ROWS", 10**6)
     taps, conv_taps = [], cpu._conv_taps
@@ -444,7 +441,7 @@ def test_max_pool_ties_go_to_the_first_window_element():
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("shape", [(3, 4, 5, 2), (40, 30, 30)], ids=["serial", "parallel"])
+@pytest.mark.parametrize("shape", [(3, 4, 5, 2), (40, 30, 30)], ids=["one call", "in slices"])
 def test_relu_matches_reference(dtype, shape):
     rng = np.random.default_rng(3)
     x = rng.standard_normal(shape).astype(dtype)
@@ -618,5 +615,7 @@ def test_direct_conv_input_gradient_matches_reference(case, dtype):
     expected = ref.conv2d_backward_data(gy, w, x.shape, stride, pads)
     close(cpu.conv2d_backward(gy, saved, True, False, False)[0], expected, dtype)
     gx = np.full(x_shape, np.nan, dtype)
-    conv_direct.conv_direct_backward_data(gy, w, *stride, pads[0], pads[2], gx)
+    rows = x_shape[0] * x_shape[1]
+    for r0, r1 in ((0, rows // 2), (rows // 2, rows)):          # in two ranges of input rows
+        conv_direct.conv_direct_backward_data(gy, w, *stride, pads[0], pads[2], gx, r0, r1)
     close(gx, expected, dtype)

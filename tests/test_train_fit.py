@@ -256,6 +256,18 @@ def test_early_stopping_restores_best_weights(tmp_path):
         np.testing.assert_array_equal(v, arrays[k])
 
 
+def test_progress_lines_come_before_what_callbacks_say_of_the_epoch(capsys):
+    """The epoch's line is printed first, then the early-stopping message about it."""
+    x, y = blobs(64)
+    model = tiny_vgg()
+    stop = EarlyStopping("val_loss", patience=1)
+    h = fit(model, (x[:48], y[:48]), (x[48:], y[48:]), sgd(model, lr=0.5), epochs=30, batch_size=16, verbose=1,
+            callbacks=[stop])
+    lines = capsys.readouterr().err.splitlines()
+    last = len(h["loss"])
+    assert last < 30 and lines[-2].startswith(f"epoch {last}/30 - ") and lines[-1].startswith("early stopping")
+
+
 def test_nan_loss_stops_naming_epoch_and_batch_and_keeps_checkpoint(tmp_path):
     from minicnn.functional import softmax_cross_entropy
     x, y = blobs(64)

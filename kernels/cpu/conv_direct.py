@@ -15,7 +15,7 @@ of g's rows.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 # Taps per pass: 9 = one 3-wide kernel row x 3 (RGB) channels. The pass loops of
 # _forward_row and _weight_grad_row are written out for nine taps, and two or three pixels.
@@ -30,9 +30,7 @@ _COUT_CHUNK = 64
 def _forward_weights(w2, b, has_bias, kh, taps, dtype):
     """wq[p, s, oc, u*OCH + l] = w2[p*kw*C + s*taps + u, oc*OCH + l] (OCH = _COUT_CHUNK; 0 past
     kw*C, padded to a multiple of taps, or past cout) and bq[oc, l] = b[oc*OCH + l] (zeros
-    without a bias or past cout), in y's dtype so that the sums stay float32. Serial: inside
-    a parallel function each array assignment would be a parallel region of its own, with a
-    barrier."""
+    without a bias or past cout), in y's dtype so that the sums stay float32."""
     k, co = w2.shape
     och = _COUT_CHUNK
     kwc = k // kh
@@ -119,14 +117,15 @@ def _forward_row(xrow, wq, bq, relu, step, yrow):
                         yr[l] = au[l]
 
 
-@njit(parallel=True, fastmath=True, cache=True)
-def conv_direct_forward(x, w2, b, has_bias, relu, kh, kw, sh, sw, pt, pl, oh, ow, y2):
+@njit(nogil=True, fastmath=True, cache=True)
+def conv_direct_forward(x, w2, b, has_bias, relu, kh, kw, sh, sw, pt, pl, oh, ow, y2, r0, r1):
     """y2[r, o] = act(b[o] + sum_{p,q,c} xpad[n, i*sh+p, j*sw+q, c] * w2[(p*kw+q)*C + c, o])
-    for the flat output pixel r = (n*OH + i)*OW + j.
+    for the flat output pixel r = (n*OH + i)*OW + j, for the output rows (n, i) in r0:r1
+    (the backend hands ranges of them to its threads).
 
     For a kernel row p the taps (q, c) of pixel j read kw*C consecutive values of the padded
-    input row, flat over (column, channel): xrow[p, j*sw*C + t] with t = q*C + c. Parallel
-    over output rows (n, i); each first copies its kh padded input rows into xrow (zeros
+    input row, flat over (column, channel): xrow[p, j*sw*C + t] with t = q*C + c. Each
+    output row (n, i) first copies its kh padded input rows into xrow (zeros
     where the window leaves the image, and past the right edge so that kw*C padded to a
     multiple of T = _TAPS_PER_PASS stays inside), then, with the weights regrouped by
     _forward_weights into passes s of T taps and chunks oc of OCH = _COUT_CHUNK couts,
@@ -142,14 +141,14 @@ def conv_direct_forward(x, w2, b, has_bias, relu, kh, kw, sh, sw, pt, pl, oh, ow
                             acc[u, l] += sum_{t<T} a[u, t] * v_t    # unrolled, three sums of three
                 y2[r + u, oc*OCH:] = act(acc[u, :cout - oc*OCH])
     """
-    n, _, _, c = x.shape
+    c = x.shape[3]
     taps = _TAPS_PER_PASS
     wq, bq = _forward_weights(w2, b, has_bias, kh, taps, y2.dtype)
     kwcp = wq.shape[1] * taps
     # padded row: the columns j*sw + q < (OW - 1)*sw + kw, then zeros for the taps' padding
     ncols = (ow - 1) * sw + kw
     length = ncols * c + kwcp - kw * c
-    for row in prange(n * oh):
+    for row in range(r0, r1):
         bi = row // oh
         i = row - bi * oh
         xrow = np.zeros((kh, length), y2.dtype)
@@ -209,12 +208,13 @@ def _weight_grad_row(xrow, grow, step, acc):
                         ab[8 * OC + l] += a08 * h0 + a18 * h1 + a28 * h2
 
 
-@njit(parallel=True, fastmath=True, cache=True)
-def conv_direct_backward_weights(x, g2, kh, kw, sh, sw, pt, pl, oh, ow, partial):
+@njit(nogil=True, fastmath=True, cache=True)
+def conv_direct_backward_weights(x, g2, kh, kw, sh, sw, pt, pl, oh, ow, partial, t0, t1):
     """partial[t, (p*kw+q)*C + c, o] = sum over the t-th chunk of output rows (n, i) of
-    sum_j xpad[n, i*sh+p, j*sw+q, c] * g2[r, o]; the weight gradient is partial.sum(0).
+    sum_j xpad[n, i*sh+p, j*sw+q, c] * g2[r, o], for the chunks t in t0:t1; the weight
+    gradient is partial.sum(0).
 
-    Parallel over the chunks; each sums into its own acc in the layout of _forward_weights
+    Each chunk sums into its own acc in the layout of _forward_weights
     (passes s of T = _TAPS_PER_PASS taps, chunks oc of OCH = _COUT_CHUNK couts), row by row
     from the padded input rows xrow as in conv_direct_forward:
 
@@ -240,7 +240,7 @@ def conv_direct_backward_weights(x, g2, kh, kw, sh, sw, pt, pl, oh, ow, partial)
     ncols = (ow - 1) * sw + kw
     length = ncols * c + npass * taps - kwc
     rows = n * oh
-    for t in prange(chunks):
+    for t in range(t0, t1):
         acc = np.zeros((kh, npass, ncb, taps * och), x.dtype)
         for row in range(t * rows // chunks, (t + 1) * rows // chunks):
             bi = row // oh
@@ -271,9 +271,7 @@ _CHANNELS_PER_PASS = 3
 @njit(fastmath=True, cache=True)
 def _taps_by_residue(w, sw, wr):
     """wr[p, r, c, (M - 1 - m)*cout + o] = w[p, r + m*sw, c, o], 0 where r + m*sw >= kw or
-    c >= C, for wr of shape (kh, sw, C padded, M*cout) with M = ceil(kw / sw). Serial (plain
-    njit): inside the parallel kernel each array assignment here would be a parallel region
-    of its own, a thread barrier each, which costs ~ms on a busy machine."""
+    c >= C, for wr of shape (kh, sw, C padded, M*cout) with M = ceil(kw / sw)."""
     kh, kw, c, co = w.shape
     mm = wr.shape[3] // co
     wr[...] = 0.0
@@ -284,10 +282,11 @@ def _taps_by_residue(w, sw, wr):
                 wr[p, q % sw, ci, m0:m0 + co] = w[p, q, ci]
 
 
-@njit(parallel=True, fastmath=True, cache=True)
-def conv_direct_backward_data(g, w, sh, sw, pt, pl, gx):
+@njit(nogil=True, fastmath=True, cache=True)
+def conv_direct_backward_data(g, w, sh, sw, pt, pl, gx, r0, r1):
     """gx[n, h, x, c] = sum over (p, q, i, j) with i*sh + p = h + pt, j*sw + q = x + pl of
-    sum_o g[n, i, j, o] * w[p, q, c, o], for few channels c.
+    sum_o g[n, i, j, o] * w[p, q, c, o], for few channels c, for the input rows (n, h) in
+    r0:r1.
 
     The taps that reach input column x are q = r, r + sw, r + 2*sw, ... with
     r = (x + pl) % sw, and they read the consecutive output columns j = jt, jt - 1, ...
@@ -298,8 +297,8 @@ def conv_direct_backward_data(g, w, sh, sw, pt, pl, gx):
         wr[p, r, c, (M - 1 - m)*cout + o] = w[p, r + m*sw, c, o]   (0 where r + m*sw >= kw)
 
     The run is clipped to the output columns 0..OW-1 (the borders): j0 = max(0, jt - M + 1),
-    j1 = min(OW - 1, jt), starting at w0 = (M - 1 - jt + j0)*cout in wr. Parallel over input
-    rows (n, h); the channels in passes of C_P = _CHANNELS_PER_PASS (wr zero-padded to a
+    j1 = min(OW - 1, jt), starting at w0 = (M - 1 - jt + j0)*cout in wr. Row by row over
+    (n, h); the channels in passes of C_P = _CHANNELS_PER_PASS (wr zero-padded to a
     multiple of C_P), so that each load of g serves C_P sums held in registers:
 
         for x in range(W):
@@ -319,7 +318,7 @@ def conv_direct_backward_data(g, w, sh, sw, pt, pl, gx):
     wr = np.empty((kh, sw, cpad, mm * co), gx.dtype)
     _taps_by_residue(w, sw, wr)
     gf = np.ascontiguousarray(g).reshape(n * oh, ow * co)     # the rows (n, i), flat over (j, o)
-    for row in prange(n * h):
+    for row in range(r0, r1):
         bi = row // h
         hh = row - bi * h
         acc = np.zeros((wd, cpad), gx.dtype)       # the row's sums, channels padded like wr

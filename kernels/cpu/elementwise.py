@@ -1,41 +1,28 @@
 """Elementwise kernels: ReLU, the dropout mask, and the optimizer updates.
 
 All work on flat (ravelled, contiguous) arrays and write in place or into a
-given output, so no temporaries are allocated on the hot path.
+given output, so no temporaries are allocated on the hot path. Each runs on one
+thread without the GIL; the CPU backend hands slices of a large array to its
+tile threads.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 
-@njit(parallel=True, cache=True)
+@njit(nogil=True, cache=True)
 def relu(x, y):
     """y[i] = max(x[i], 0)."""
-    for i in prange(x.size):
-        v = x[i]
-        y[i] = v if v > 0 else 0.0
-
-
-@njit(parallel=True, cache=True)
-def relu_backward(gy, y, gx):
-    """gx[i] = gy[i] if y[i] > 0 else 0."""
-    for i in prange(gy.size):
-        gx[i] = gy[i] if y[i] > 0 else 0.0
-
-
-@njit(cache=True)
-def relu_serial(x, y):
-    """relu on one thread, for arrays too small to be worth waking the others (dense layers)."""
     for i in range(x.size):
         v = x[i]
         y[i] = v if v > 0 else 0.0
 
 
-@njit(cache=True)
-def relu_backward_serial(gy, y, gx):
-    """relu_backward on one thread."""
+@njit(nogil=True, cache=True)
+def relu_backward(gy, y, gx):
+    """gx[i] = gy[i] if y[i] > 0 else 0."""
     for i in range(gy.size):
         gx[i] = gy[i] if y[i] > 0 else 0.0
 
@@ -49,21 +36,18 @@ def splitmix64(seed, counter):
     return z ^ (z >> np.uint64(31))
 
 
-@njit(parallel=True, cache=True)
+@njit(nogil=True, cache=True)
 def dropout_mask(seed, offset, rate, scale, mask):
-    """mask[i] = scale if top24(splitmix64(seed, offset + i)) / 2**24 >= rate else 0."""
-    for i in prange(mask.size):
+    """mask[i] = scale if top24(splitmix64(seed, offset + i)) / 2**24 >= rate else 0: the
+    mask of element i depends on offset + i alone, so it can be made in slices."""
+    for i in range(mask.size):
         u = (splitmix64(seed, offset + i) >> np.uint64(40)) * (1.0 / 16777216.0)
         mask[i] = scale if u >= rate else 0.0
 
 
 @njit(nogil=True, cache=True)
 def sgd_update(p, g, v, lr, momentum, nesterov, weight_decay):
-    """Keras SGD: g += wd p; v = mu v - lr g; p += v (Nesterov: p += mu v - lr g).
-
-    One thread, no GIL: the CPU backend hands slices of a large weight to its tile
-    threads (see sgd_update there).
-    """
+    """Keras SGD: g += wd p; v = mu v - lr g; p += v (Nesterov: p += mu v - lr g)."""
     for i in range(p.size):
         gi = g[i] + weight_decay * p[i]
         vi = momentum * v[i] - lr * gi
@@ -77,7 +61,7 @@ def sgd_update(p, g, v, lr, momentum, nesterov, weight_decay):
 @njit(nogil=True, cache=True)
 def adam_update(p, g, m, v, alpha, beta1, beta2, eps):
     """m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2; p -= alpha m / (sqrt(v) + eps),
-    with alpha = lr sqrt(1 - b2^t) / (1 - b1^t) computed by the caller. One thread, no GIL."""
+    with alpha = lr sqrt(1 - b2^t) / (1 - b1^t) computed by the caller."""
     for i in range(p.size):
         gi = g[i]
         mi = beta1 * m[i] + (1.0 - beta1) * gi

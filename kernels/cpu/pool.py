@@ -1,18 +1,23 @@
-"""Max pooling over NHWC with the winner's position kept for backward."""
+"""Max pooling over NHWC with the winner's position kept for backward.
+
+Each kernel runs on one thread, without the GIL, over a range r0:r1 of its outer
+loop (rows, or images); the CPU backend hands the ranges to its tile threads.
+"""
 
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 
-@njit(parallel=True, cache=True)
-def max_pool_forward(x, ph, pw, sh, sw, pt, pl, y, argmax):
+@njit(nogil=True, cache=True)
+def max_pool_forward(x, ph, pw, sh, sw, pt, pl, y, argmax, r0, r1):
     """y[n,i,j,c] = max over the window at (i*sh - pt, j*sw - pl), padding excluded;
-    argmax[n,i,j,c] = h*W + w of the first winner. Parallel over output rows (n, i)."""
-    n, h, w, c = x.shape
+    argmax[n,i,j,c] = h*W + w of the first winner; for the flat output rows r = n*OH + i
+    in r0:r1."""
+    h, w, c = x.shape[1:]
     _, oh, ow, _ = y.shape
-    for r in prange(n * oh):
+    for r in range(r0, r1):
         b = r // oh
         i = r - b * oh
         for j in range(ow):
@@ -34,16 +39,14 @@ def max_pool_forward(x, ph, pw, sh, sw, pt, pl, y, argmax):
                             argmax[b, i, j, ci] = hi * w + wi
 
 
-@njit(parallel=True, cache=True)
-def max_pool_backward(gy, argmax, gx):
-    """gx = 0, then gx[n, a // W, a % W, c] += gy[n,i,j,c] with a = argmax[n,i,j,c].
-
-    Parallel over the batch: overlapping windows of one image may send two
-    gradients to the same pixel, so one image belongs to one thread.
-    """
-    n, _, w, c = gx.shape
+@njit(nogil=True, cache=True)
+def max_pool_backward(gy, argmax, gx, b0, b1):
+    """gx = 0, then gx[n, a // W, a % W, c] += gy[n,i,j,c] with a = argmax[n,i,j,c], for
+    the images n in b0:b1 (overlapping windows of one image may send two gradients to
+    the same pixel, so an image is never split between threads)."""
+    w, c = gx.shape[2:]
     _, oh, ow, _ = gy.shape
-    for b in prange(n):
+    for b in range(b0, b1):
         gx[b] = 0.0
         for i in range(oh):
             for j in range(ow):
@@ -52,13 +55,14 @@ def max_pool_backward(gy, argmax, gx):
                     gx[b, a // w, a % w, ci] += gy[b, i, j, ci]
 
 
-@njit(parallel=True, cache=True)
-def max_pool2x2_forward(x, y, which):
+@njit(nogil=True, cache=True)
+def max_pool2x2_forward(x, y, which, r0, r1):
     """The 2x2, stride-2, unpadded case: y[n,i,j,c] = max of x[n, 2i:2i+2, 2j:2j+2, c];
-    which[n,i,j,c] = 2*dp + dq of the first winner (int8: a quarter of int32's memory)."""
-    n, _, _, c = x.shape
+    which[n,i,j,c] = 2*dp + dq of the first winner (int8: a quarter of int32's memory);
+    for the flat output rows r = n*OH + i in r0:r1."""
+    c = x.shape[3]
     _, oh, ow, _ = y.shape
-    for r in prange(n * oh):
+    for r in range(r0, r1):
         b = r // oh
         i = r - b * oh
         for j in range(ow):
@@ -81,13 +85,14 @@ def max_pool2x2_forward(x, y, which):
                 which[b, i, j, ci] = k
 
 
-@njit(parallel=True, cache=True)
-def max_pool2x2_backward(gy, which, gx):
+@njit(nogil=True, cache=True)
+def max_pool2x2_backward(gy, which, gx, r0, r1):
     """gx[n, 2i+dp, 2j+dq, c] = gy[n,i,j,c] if which == 2*dp + dq else 0; a last odd
-    row or column (never in a window) gets 0. Every gx element is written once."""
-    n, h, w, c = gx.shape
+    row or column (never in a window) gets 0. Every gx element is written once; for the
+    flat input rows r = n*H + h in r0:r1."""
+    h, w, c = gx.shape[1:]
     _, oh, ow, _ = gy.shape
-    for r in prange(n * h):
+    for r in range(r0, r1):
         b = r // h
         hh = r - b * h
         i = hh // 2

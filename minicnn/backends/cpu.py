@@ -30,11 +30,12 @@ _SMALL_TILE_ROWS = 512
 # 3x3 stride-1 convolutions use Winograd F(2x2, 3x3) (kernels/cpu/winograd.py) unless
 # MINICNN_CPU_CONV=im2col. A chunk of about this many 2x2 tiles is transformed, multiplied
 # and transformed back by one thread while in its cache.
-# Below _WINOGRAD_MIN_TILES tiles per layer (VGG16's 4x4 layers at batch 32) its 16 thin
-# GEMMs lose to one im2col GEMM (measured).
+# Below _WINOGRAD_MIN_TILES tiles per layer (VGG16's 4x4 layers below batch 12) the kernel
+# transform costs more than Winograd saves (measured on 512-channel layers: even with the
+# tap GEMMs at 32 tiles, Winograd 15-30% faster from 64 tiles on, all three passes).
 _WINOGRAD = os.environ.get("MINICNN_CPU_CONV", "auto") != "im2col"
 _WINOGRAD_TILES = 512
-_WINOGRAD_MIN_TILES = 256
+_WINOGRAD_MIN_TILES = 48
 # Small stride-1 layers (one GEMM for the whole layer) with at least this many input and
 # output channels run one GEMM per kernel tap instead of im2col (see _tap_windows).
 _TAPS_MIN_CHANNELS = 256
@@ -225,6 +226,13 @@ def _run_tiles(work, tiles: list, shared: bool = False) -> None:
         _team.run(worker, _THREADS)
 
 
+def _in_pieces(kernel, count: int, *args) -> None:
+    """kernel(*args, i0, i1) over pieces of range(count) (a kernel's outer loop: rows,
+    images, chunks), the threads taking pieces from a shared counter; each piece writes
+    only its own part of the output."""
+    _run_tiles(lambda t, i0, i1: kernel(*args, i0, i1), _pieces(count, 4 * _THREADS), shared=True)
+
+
 def _gemm(a, b, out) -> None:
     """out = a @ b. Called outside a pass, a large 2-D product is split between the tile
     threads, output columns apiece (rows, for a narrow output), each a single-threaded GEMM;
@@ -363,7 +371,8 @@ def _conv_into(x, w2, b, kh, kw, stride, pads, relu, y2):
     oh, ow = _out_size(h, kh, sh, pt, pb), _out_size(wd, kw, sw, pl, pr)
     bias, has_bias = _bias(b, x.dtype)
     if _direct(c):
-        conv_direct.conv_direct_forward(x, w2, bias, has_bias, relu, kh, kw, sh, sw, pt, pl, oh, ow, y2)
+        _in_pieces(conv_direct.conv_direct_forward, x.shape[0] * oh,
+                   x, w2, bias, has_bias, relu, kh, kw, sh, sw, pt, pl, oh, ow, y2)
         return
 
     def finish(thread, r0, r1):
@@ -395,7 +404,7 @@ def _conv_into(x, w2, b, kh, kw, stride, pads, relu, y2):
 #   gw[p, q]   = x[shifted window]^T @ g[window]                (weight gradient)
 #   gx[shifted window] += g[window] @ w[p, q]^T                 (input gradient)
 # and nothing multiplies padding. Measured in the transfer benchmark's cached epochs (block 5
-# at 4x4, batch 32): epochs 11-14% faster than with im2col.
+# at 4x4, batch 32, before Winograd took such layers): epochs 11-14% faster than im2col.
 
 def _by_taps(x_shape, co, kh, kw, stride, itemsize) -> bool:
     """Whether a conv takes the tap GEMMs: stride 1, wide enough for K = channels, small."""
@@ -683,7 +692,10 @@ def conv2d_backward(gy, saved, need_x, need_w, need_b):
     # The tiled weight gradient masks each tile of g just before its GEMM reads it.
     fused = need_w and masking and not _direct(c) and not _is_pointwise(kh, kw, *stride, pads)
     if masking and not fused:
-        epilogue.relu_mask_bias_grad(gy2, mask, y_relu is not None, g2, bias_sums)
+        pieces = _pieces(gy2.shape[0], _CHUNKS)
+        index = {r0: i for i, (r0, _) in enumerate(pieces)}       # a piece's own bias sums
+        _run_tiles(lambda t, r0, r1: epilogue.relu_mask_rows(gy2[r0:r1], mask[r0:r1], y_relu is not None,
+                                                               g2[r0:r1], bias_sums[index[r0]]), pieces, shared=True)
     gw = None
     if need_w:
         def mask_tile(part, r0, r1):
@@ -715,7 +727,7 @@ def _weight_grad(x, g2, w_shape, stride, pads, prepare=None, align=1, u=None):
     gw2 = _ws.output((k, co), x.dtype)
     if _direct(c):
         partial = _ws.scratch("wpartial", (_CHUNKS, k, co), x.dtype)
-        conv_direct.conv_direct_backward_weights(x, g2, kh, kw, sh, sw, pt, pl, oh, ow, partial)
+        _in_pieces(conv_direct.conv_direct_backward_weights, _CHUNKS, x, g2, kh, kw, sh, sw, pt, pl, oh, ow, partial)
         np.sum(partial, axis=0, out=gw2)
         return gw2.reshape(w_shape)
     if _is_pointwise(kh, kw, sh, sw, pads):
@@ -763,7 +775,7 @@ def _data_grad(g2, w, x_shape, stride, pads, u=None):
     flipped_pads = (kh - 1 - pt, kh - 1 - pb, kw - 1 - pl, kw - 1 - pr)
     if _direct(c):
         # Few input channels (an RGB layer asked for its input gradient): direct dot products.
-        conv_direct.conv_direct_backward_data(g2.reshape(n, oh, ow, co), w, sh, sw, pt, pl, gx)
+        _in_pieces(conv_direct.conv_direct_backward_data, n * h, g2.reshape(n, oh, ow, co), w, sh, sw, pt, pl, gx)
     elif _is_pointwise(kh, kw, sh, sw, pads):
         _gemm(g2, w.reshape(c, co).T, gx.reshape(-1, c))
     elif _by_taps(x_shape, co, kh, kw, stride, g2.itemsize):
@@ -781,7 +793,7 @@ def _data_grad(g2, w, x_shape, stride, pads, u=None):
     else:
         gcols = _ws.scratch("gcols", (g2.shape[0], kh * kw * c), g2.dtype)
         _gemm(g2, w.reshape(kh * kw * c, co).T, gcols)
-        im2col_kernels.col2im(gcols, kh, kw, sh, sw, pt, pl, oh, ow, gx)
+        _in_pieces(im2col_kernels.col2im, n * h, gcols, kh, kw, sh, sw, pt, pl, oh, ow, gx)
     return gx
 
 
@@ -894,10 +906,10 @@ def max_pool_forward(x, pool, stride, pads, keep):
     y = _ws.output((n, oh, ow, c), x.dtype)
     if tuple(pool) == (2, 2) and tuple(stride) == (2, 2) and not any(pads):
         which = _ws.output((n, oh, ow, c), np.int8) if keep else _ws.scratch("which", y.shape, np.int8)
-        pool_kernels.max_pool2x2_forward(x, y, which)
+        _in_pieces(pool_kernels.max_pool2x2_forward, n * oh, x, y, which)
         return y, (("2x2", which, x.shape, x.dtype) if keep else None)
     argmax = np.empty((n, oh, ow, c), np.int32)
-    pool_kernels.max_pool_forward(x, ph, pw, sh, sw, pt, pl, y, argmax)
+    _in_pieces(pool_kernels.max_pool_forward, n * oh, x, ph, pw, sh, sw, pt, pl, y, argmax)
     return y, (("any", argmax, x.shape, x.dtype) if keep else None)
 
 
@@ -906,9 +918,9 @@ def max_pool_backward(gy, saved):
     gx = _ws.output(x_shape, dtype)
     gy = np.ascontiguousarray(gy, dtype)
     if kind == "2x2":
-        pool_kernels.max_pool2x2_backward(gy, index, gx)
+        _in_pieces(pool_kernels.max_pool2x2_backward, x_shape[0] * x_shape[1], gy, index, gx)
     else:
-        pool_kernels.max_pool_backward(gy, index, gx)
+        _in_pieces(pool_kernels.max_pool_backward, x_shape[0], gy, index, gx)
     return gx
 
 
@@ -922,16 +934,14 @@ def clear_workspaces() -> None:
 def relu(x):
     x = np.ascontiguousarray(x)
     y = _ws.output(x.shape, x.dtype)
-    kernel = elementwise.relu if x.size >= _PARALLEL_MIN_SIZE else elementwise.relu_serial
-    kernel(x.reshape(-1), y.reshape(-1))
+    _flat_in_pieces(elementwise.relu, (x, y))
     return y
 
 
 def relu_backward(gy, y):
     gy = np.ascontiguousarray(gy)
     gx = _ws.output(gy.shape, gy.dtype)
-    kernel = elementwise.relu_backward if gy.size >= _PARALLEL_MIN_SIZE else elementwise.relu_backward_serial
-    kernel(gy.reshape(-1), np.ascontiguousarray(y).reshape(-1), gx.reshape(-1))
+    _flat_in_pieces(elementwise.relu_backward, (gy, np.ascontiguousarray(y), gx))
     return gx
 
 
@@ -972,13 +982,15 @@ def softmax_cross_entropy_backward(probs, labels, weights, scale):
 
 def dropout_mask(shape, rate, seed, offset, dtype):
     mask = np.empty(shape, dtype)
-    elementwise.dropout_mask(np.uint64(seed), np.uint64(offset), float(rate),
-                             1.0 / (1.0 - rate), mask.reshape(-1))
+    flat = mask.reshape(-1)
+    _in_pieces(lambda i0, i1: elementwise.dropout_mask(np.uint64(seed), np.uint64(offset + i0), float(rate),
+                                                       1.0 / (1.0 - rate), flat[i0:i1]), flat.size)
     return mask
 
 
-def _update_in_pieces(kernel, arrays, *settings) -> None:
-    """kernel(*slices, *settings) over pieces of flat arrays, on the tile threads when large."""
+def _flat_in_pieces(kernel, arrays, *settings) -> None:
+    """kernel(*slices, *settings) over pieces of the flattened (contiguous) arrays, on the
+    tile threads when large."""
     flat = [a.reshape(-1) for a in arrays]
     if flat[0].size < _PARALLEL_MIN_SIZE:
         kernel(*flat, *settings)
@@ -988,11 +1000,11 @@ def _update_in_pieces(kernel, arrays, *settings) -> None:
 
 
 def sgd_update(p, g, v, lr, momentum, nesterov, weight_decay):
-    _update_in_pieces(elementwise.sgd_update, (p, np.ascontiguousarray(g, p.dtype), v),
+    _flat_in_pieces(elementwise.sgd_update, (p, np.ascontiguousarray(g, p.dtype), v),
                       lr, momentum, nesterov, weight_decay)
 
 
 def adam_update(p, g, m, v, step, lr, beta1, beta2, eps):
     alpha = lr * np.sqrt(1 - beta2 ** step) / (1 - beta1 ** step)
-    _update_in_pieces(elementwise.adam_update, (p, np.ascontiguousarray(g, p.dtype), m, v),
+    _flat_in_pieces(elementwise.adam_update, (p, np.ascontiguousarray(g, p.dtype), m, v),
                       alpha, beta1, beta2, eps)

@@ -316,8 +316,9 @@ def fit(model, train, val=None, optimizer=None, loss="cross_entropy", epochs: in
         cbs.append(TerminateOnNaN())
     if not any(isinstance(cb, ProgressBar) for cb in cbs):
         cbs.append(ProgressBar(verbose))
-    # checkpoints last, so they store the other callbacks' state after this epoch
-    cbs.sort(key=lambda cb: isinstance(cb, ModelCheckpoint))
+    # the progress bar first (an epoch's line before what others say of it); checkpoints
+    # last, so they store the other callbacks' state after this epoch
+    cbs.sort(key=lambda cb: (not isinstance(cb, ProgressBar), isinstance(cb, ModelCheckpoint)))
 
     trainer = Trainer(model, optimizer, _loss_fn(loss, class_weight), epochs, batch_size, cbs, metrics,
                       shuffle, verbose, grad_hook, feature_cache, cache_dir)
