@@ -31,8 +31,8 @@ _SMALL_TILE_ROWS = 512
 # MINICNN_CPU_CONV=im2col. A chunk of about this many 2x2 tiles is transformed, multiplied
 # and transformed back by one thread while in its cache.
 # Below _WINOGRAD_MIN_TILES tiles per layer (VGG16's 4x4 layers below batch 12) the kernel
-# transform costs more than Winograd saves (measured on 512-channel layers: even with the
-# tap GEMMs at 32 tiles, Winograd 15-30% faster from 64 tiles on, all three passes).
+# transform costs more than Winograd saves (measured on 512-channel layers, all three
+# passes against the tap GEMMs: equal at 32 tiles, 6-42% faster from 49 on).
 _WINOGRAD = os.environ.get("MINICNN_CPU_CONV", "auto") != "im2col"
 _WINOGRAD_TILES = 512
 _WINOGRAD_MIN_TILES = 48
@@ -45,7 +45,8 @@ _STACKED_SUM_BYTES = 2 << 20
 _GROUPS = 8
 _GROUP_SUM_BYTES = 32 << 20
 # Threads that run convolution tiles (the calling thread is one of them).
-_THREADS = max(1, int(os.environ.get("NUMBA_NUM_THREADS", os.cpu_count() or 1)))
+_CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+_THREADS = max(1, int(os.environ.get("NUMBA_NUM_THREADS", _CORES)))
 # How long a tile thread polls for the next pass (or the caller for the end of one) before it
 # blocks. On a VM whose host is busy a thread that blocks gives up its virtual CPU and takes
 # about a millisecond to get it back (measured here: 1.4 ms a pass at 35% steal), and a VGG16
