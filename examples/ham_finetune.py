@@ -70,6 +70,7 @@ def main(argv=None) -> int:
     size = args.image_size or (48 if standin else 224)
     epochs = args.epochs or (20 if standin else 50)
     start = time.perf_counter()
+    weights = find_weights(args.weights)          # a wrong path fails before any work
 
     # 1. data
     root = args.data
@@ -91,7 +92,6 @@ def main(argv=None) -> int:
 
     # 2. model and 3. freezing
     minicnn.seed(0)
-    weights = find_weights(args.weights)
     model = vgg16(input_shape=(size, size, 3), classes=len(ds.class_names), head="thesis", weights=weights)
     plan = apply_preset(model, args.preset)
     print(f"preset {args.preset}: frozen {len(plan.frozen_layers)} layers, training blocks {plan.trainable_blocks} "

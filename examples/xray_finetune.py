@@ -40,6 +40,25 @@ from minicnn.train import EarlyStopping, apply_preset, evaluate, fit
 from minicnn.train.explain import report_figures
 
 
+def starting_weights(args) -> tuple:
+    """(Keras weights file or None, what the model starts from): a HAM10000 checkpoint (its
+    convolutions are copied after the model is built), --weights, the keras.applications
+    file if present, else random weights."""
+    if args.ham_checkpoint:
+        if not os.path.exists(args.ham_checkpoint):
+            sys.exit(f"HAM10000 checkpoint not found: {args.ham_checkpoint}")
+        return None, f"HAM10000 model {args.ham_checkpoint}"
+    if args.weights:
+        if not os.path.exists(args.weights):
+            sys.exit(f"weights file not found: {args.weights}")
+        return args.weights, "ImageNet weights"
+    try:
+        return str(imagenet_weights_path(False)), "ImageNet weights"
+    except WeightsError as err:
+        print(f"note: {err}\n-> starting from RANDOM weights.", file=sys.stderr)
+        return None, "random weights"
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", help="folder holding chest_xray/ (default: generate a stand-in)")
@@ -56,6 +75,7 @@ def main(argv=None) -> int:
     size = args.image_size or (48 if standin else 224)
     epochs = args.epochs or (10 if standin else 50)
     start = time.perf_counter()
+    weights, source = starting_weights(args)      # a wrong path fails before any work
 
     root = args.data
     if standin:
@@ -74,20 +94,6 @@ def main(argv=None) -> int:
                           cache_dir=os.path.join(args.out, "decoded"), progress=False)
 
     minicnn.seed(0)
-    weights, source = None, "random weights"
-    if args.ham_checkpoint:
-        if not os.path.exists(args.ham_checkpoint):
-            sys.exit(f"HAM10000 checkpoint not found: {args.ham_checkpoint}")
-        source = f"HAM10000 model {args.ham_checkpoint}"
-    elif args.weights:
-        if not os.path.exists(args.weights):
-            sys.exit(f"weights file not found: {args.weights}")
-        weights, source = args.weights, "ImageNet weights"
-    else:
-        try:
-            weights, source = str(imagenet_weights_path(False)), "ImageNet weights"
-        except WeightsError as err:
-            print(f"note: {err}\n-> starting from RANDOM weights.", file=sys.stderr)
     model = vgg16(input_shape=(size, size, 3), classes=2, head="thesis", weights=weights)
     if args.ham_checkpoint:
         load_conv_weights(model, args.ham_checkpoint)

@@ -162,6 +162,14 @@ def test_ham_example_runs_end_to_end_small(tmp_path, capsys):
         assert os.path.exists(tmp_path / "figures" / name)
 
 
+@pytest.mark.parametrize("name", ["ham_finetune", "xray_finetune"])
+def test_examples_refuse_a_missing_weights_file_before_any_work(name, tmp_path):
+    example = load_example(name)
+    with pytest.raises(SystemExit, match="weights file not found: .*missing.h5"):
+        example.main(["--weights", str(tmp_path / "missing.h5"), "--out", str(tmp_path / "run")])
+    assert not (tmp_path / "run").exists()                 # no stand-in written, nothing trained
+
+
 def test_digits_example_runs(capsys):
     digits = load_example("digits_from_scratch")
     assert digits.main(["--epochs", "1"]) == 0
