@@ -118,7 +118,7 @@ def machine_info(torch=None) -> dict:
         "torch": None if torch is None else torch.__version__,
         "load_average_1_5_15min": [round(v, 2) for v in os.getloadavg()],
         "env": {k: os.environ.get(k) for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE",
-                                                "OMP_NUM_THREADS", "NUMBA_NUM_THREADS")},
+                                                "OMP_NUM_THREADS", "MINICNN_NUM_THREADS")},
     }
 
 

@@ -10,6 +10,7 @@ these small shapes.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 import zlib
@@ -315,6 +316,21 @@ def test_every_gemm_of_a_training_step_runs_with_single_threaded_blas(layers, mo
         assert cpu._blas.info()[0]["num_threads"] == 2
     assert len(seen) >= 10 and set(seen) == {1}
     assert bool(taps) == (layers == "whole")
+
+
+def test_thread_count_from_the_environment(monkeypatch):
+    monkeypatch.delenv("MINICNN_NUM_THREADS", raising=False)
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert cpu._thread_count() == 3
+    monkeypatch.setenv("MINICNN_NUM_THREADS", "5")                  # ours first
+    assert cpu._thread_count() == 5
+    monkeypatch.delenv("MINICNN_NUM_THREADS")
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    assert cpu._thread_count() == len(os.sched_getaffinity(0))
+    for bad in ("0", "two", "-1"):
+        monkeypatch.setenv("MINICNN_NUM_THREADS", bad)
+        with pytest.raises(ValueError, match=f"MINICNN_NUM_THREADS='{bad}': expected a whole number"):
+            cpu._thread_count()
 
 
 def test_tile_team_runs_every_worker_and_raises_a_helpers_error():

@@ -44,9 +44,22 @@ _STACKED_SUM_BYTES = 2 << 20
 # Weight gradients sum tiles in this many groups (see _GroupSums), in at most this much scratch.
 _GROUPS = 8
 _GROUP_SUM_BYTES = 32 << 20
-# Threads that run convolution tiles (the calling thread is one of them).
-_CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-_THREADS = max(1, int(os.environ.get("NUMBA_NUM_THREADS", _CORES)))
+
+
+def _thread_count() -> int:
+    """MINICNN_NUM_THREADS, else OMP_NUM_THREADS (as PyTorch reads it), else the cores this
+    process may run on."""
+    for name in ("MINICNN_NUM_THREADS", "OMP_NUM_THREADS"):
+        value = os.environ.get(name, "").strip()
+        if value:
+            if not value.isdigit() or int(value) < 1:
+                raise ValueError(f"{name}={value!r}: expected a whole number of threads, at least 1")
+            return int(value)
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+# Threads that run the backend's passes (the calling thread is one of them).
+_THREADS = _thread_count()
 # How long a tile thread polls for the next pass (or the caller for the end of one) before it
 # blocks. On a VM whose host is busy a thread that blocks gives up its virtual CPU and takes
 # about a millisecond to get it back (measured here: 1.4 ms a pass at 35% steal), and a VGG16
