@@ -517,6 +517,14 @@ def test_workspaces_scratch_and_pool_bound():
     assert ws.free_bytes() == 0 and held.nbytes == 800
 
 
+@pytest.mark.parametrize("shape", [(3, 5), (40, 1000)], ids=["one call", "in slices"])
+def test_dropout_mask_matches_reference(shape):
+    """Made in slices, the mask must still be the reference's: element i from (seed, offset + i)."""
+    mask = cpu.dropout_mask(shape, 0.3, 2**40 + 7, 123, np.float32)
+    keep = ref.dropout_mask(int(np.prod(shape)), 0.3, 2**40 + 7, 123).reshape(shape)
+    np.testing.assert_array_equal(mask, np.where(keep, np.float32(1 / 0.7), np.float32(0)))
+
+
 @pytest.mark.parametrize("size", [10, 40_000])            # one call, and slices on the tile threads
 @pytest.mark.parametrize("nesterov", [False, True])
 def test_sgd_update_matches_reference(size, nesterov):

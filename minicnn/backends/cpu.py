@@ -498,8 +498,8 @@ def _data_grad_taps(g4, w, pt, pl, gx):
 
 
 def _weight_grad_taps(x, g4, pt, pl, gw):
-    """gw[p, q] = x[shifted window]^T @ g[window], the output channels split between the threads
-    (each GEMM sums over the same pixels in the same order, however the columns are split)."""
+    """gw[p, q] = x[shifted window]^T @ g[window] for every tap, the output channels split
+    between the threads."""
     _, h, wd, _ = x.shape
     kh, kw = gw.shape[:2]
     gw[...] = 0.0          # taps that never read inside the image
@@ -997,8 +997,15 @@ def softmax_cross_entropy_backward(probs, labels, weights, scale):
 def dropout_mask(shape, rate, seed, offset, dtype):
     mask = np.empty(shape, dtype)
     flat = mask.reshape(-1)
-    _in_pieces(lambda i0, i1: elementwise.dropout_mask(np.uint64(seed), np.uint64(offset + i0), float(rate),
-                                                       1.0 / (1.0 - rate), flat[i0:i1]), flat.size)
+
+    def piece(i0, i1):                     # element i's mask depends on offset + i alone
+        elementwise.dropout_mask(np.uint64(seed), np.uint64(offset + i0), float(rate), 1.0 / (1.0 - rate),
+                                 flat[i0:i1])
+
+    if flat.size < _PARALLEL_MIN_SIZE:
+        piece(0, flat.size)
+    else:
+        _in_pieces(piece, flat.size)
     return mask
 
 
