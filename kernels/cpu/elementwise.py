@@ -11,6 +11,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from kernels import updates
+
 
 @njit(nogil=True, cache=True)
 def relu(x, y):
@@ -45,27 +47,19 @@ def dropout_mask(seed, offset, rate, scale, mask):
         mask[i] = scale if u >= rate else 0.0
 
 
+_sgd_element = njit(inline="always")(updates.sgd_element)
+_adam_element = njit(inline="always")(updates.adam_element)
+
+
 @njit(nogil=True, cache=True)
 def sgd_update(p, g, v, lr, momentum, nesterov, weight_decay):
-    """Keras SGD: g += wd p; v = mu v - lr g; p += v (Nesterov: p += mu v - lr g)."""
+    """Keras SGD on every element (kernels/updates.py)."""
     for i in range(p.size):
-        gi = g[i] + weight_decay * p[i]
-        vi = momentum * v[i] - lr * gi
-        v[i] = vi
-        if nesterov:
-            p[i] += momentum * vi - lr * gi
-        else:
-            p[i] += vi
+        _sgd_element(p, g, v, i, lr, momentum, nesterov, weight_decay)
 
 
 @njit(nogil=True, cache=True)
 def adam_update(p, g, m, v, alpha, beta1, beta2, eps):
-    """m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2; p -= alpha m / (sqrt(v) + eps),
-    with alpha = lr sqrt(1 - b2^t) / (1 - b1^t) computed by the caller."""
+    """Adam on every element (kernels/updates.py); alpha computed by the caller."""
     for i in range(p.size):
-        gi = g[i]
-        mi = beta1 * m[i] + (1.0 - beta1) * gi
-        vi = beta2 * v[i] + (1.0 - beta2) * gi * gi
-        m[i] = mi
-        v[i] = vi
-        p[i] -= alpha * mi / (np.sqrt(vi) + eps)
+        _adam_element(p, g, m, v, i, alpha, beta1, beta2, eps)

@@ -8,10 +8,9 @@ addresses (coalesced) and any launch size covers any array. Each moves
 
 from __future__ import annotations
 
-import math
-
 from numba import cuda, float32, uint64
 
+from kernels import updates
 from kernels.cuda.indexing import grid_stride
 
 
@@ -73,29 +72,22 @@ def dropout_mask(seed, offset, rate, scale, mask):
         mask[e] = scale if u >= rate else 0.0
 
 
+_sgd_element = cuda.jit(device=True)(updates.sgd_element)
+_adam_element = cuda.jit(device=True)(updates.adam_element)
+
+
 @cuda.jit
 def sgd_update(p, g, v, lr, momentum, nesterov, weight_decay):
-    """Keras SGD, in place: g' = g + wd p; v = mu v - lr g'; p += v (Nesterov: p += mu v - lr g')."""
+    """Keras SGD in place on every element (kernels/updates.py), a grid-stride loop."""
     start, step = grid_stride()
     for e in range(start, p.size, step):
-        ge = g[e] + weight_decay * p[e]
-        ve = momentum * v[e] - lr * ge
-        v[e] = ve
-        if nesterov:
-            p[e] += momentum * ve - lr * ge
-        else:
-            p[e] += ve
+        _sgd_element(p, g, v, e, lr, momentum, nesterov, weight_decay)
 
 
 @cuda.jit
 def adam_update(p, g, m, v, alpha, beta1, beta2, eps):
-    """Adam, in place: m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2; p -= alpha m / (sqrt(v) + eps),
-    alpha = lr sqrt(1 - b2^t) / (1 - b1^t) computed on the host once per step."""
+    """Adam in place on every element (kernels/updates.py); alpha = lr sqrt(1 - b2^t) / (1 - b1^t)
+    computed on the host once per step."""
     start, step = grid_stride()
     for e in range(start, p.size, step):
-        ge = g[e]
-        me = beta1 * m[e] + (1.0 - beta1) * ge
-        ve = beta2 * v[e] + (1.0 - beta2) * ge * ge
-        m[e] = me
-        v[e] = ve
-        p[e] -= alpha * me / (math.sqrt(ve) + eps)
+        _adam_element(p, g, m, v, e, alpha, beta1, beta2, eps)
