@@ -26,8 +26,9 @@ def bias_relu(y, b, has_bias, relu):
 
 @njit(nogil=True, cache=True)
 def relu_mask_rows(gy, y, use_mask, g, sums):
-    """The same for one tile of rows on one thread: g = gy * 1[y > 0] (or gy),
-    sums[o] += sum over the tile's rows of g[r, o]."""
+    """The ReLU mask and bias gradient of one tile of rows: g = gy * 1[y > 0] (or gy when
+    not use_mask), and sums[o] += sum over the tile's rows of g[r, o] (float64 sums, for
+    accuracy, kept per tile or per group of tiles by the caller)."""
     rows, co = gy.shape
     for r in range(rows):
         for o in range(co):

@@ -59,10 +59,10 @@ def im2col_rows(x, kh, kw, sh, sw, pt, pl, oh, ow, r0, r1, cols):
         cols[(n*OH + i)*OW + j, (p*kw + q)*C + c] = xpad[n, i*sh + p, j*sw + q, c]
 
     (zeros where the window hangs over the padding). Row r is the flat output pixel
-    r = (n*OH + i)*OW + j, so a convolution can
-    run in tiles of rows small enough that a tile's columns are still in cache
-    when its GEMM reads them. Serial and without the GIL: the backend runs one
-    tile per thread, each thread doing im2col, GEMM and epilogue on its own tile.
+    r = (n*OH + i)*OW + j, so a convolution can run in tiles of rows small enough that a
+    tile's columns are still in cache when its GEMM reads them. Serial and without the
+    GIL: the backend runs one tile per thread, each thread doing im2col, GEMM and
+    epilogue on its own tile.
     """
     _, h, w, c = x.shape
     for r in range(r0, r1):
