@@ -153,7 +153,7 @@ def detect_format(f: h5py.File) -> tuple[str, h5py.Group]:
         mw = f["model_weights"]
         version = version or _string_attr(mw.attrs, "keras_version")
         return ("D" if version is not None and version.startswith("3") else "C"), mw
-    if _layers_group(f) is not None:
+    if _layers_group(f) is not None or isinstance(f.get("vars"), h5py.Group):
         return "E", f
     raise WeightsError(f"{path}: an HDF5 file but not Keras weights: no @layer_names attribute, "
                        "no /model_weights group and no /layers group", path=path)
@@ -251,7 +251,7 @@ def _layers_group(group: h5py.Group) -> h5py.Group | None:
 
 def _read_keras3(f: h5py.File, path: str) -> list[LayerWeights]:
     layers: list[LayerWeights] = []
-    _walk_keras3(_layers_group(f), path, layers)
+    _walk_keras3_object(f, path, layers, root=True)
     if any(layer.name is None for layer in layers):
         # no @name: identify each layer by class order over the whole (flattened) file
         counts: dict[str, int] = {}
@@ -261,14 +261,23 @@ def _read_keras3(f: h5py.File, path: str) -> list[LayerWeights]:
     return layers
 
 
-def _walk_keras3(layers_group: h5py.Group, path: str, out: list[LayerWeights]) -> None:
-    """Depth-first over /layers: children in class-name then numeric-suffix order
-    (HDF5 lists conv2d_10 before conv2d_2), recursing into nested models."""
-    for child_name in sorted(layers_group.keys(), key=split_class_suffix):
-        child = layers_group[child_name]
-        if not isinstance(child, h5py.Group):
+def _walk_keras3_object(group: h5py.Group, path: str, out: list[LayerWeights], root: bool = False) -> None:
+    """The children of one saved Keras 3 object, in the natural order Keras writes them.
+
+    A Sequential / functional model keeps its sub-layers in a ``layers`` list whose
+    entries are named "<class>[_k]" (HDF5 lists conv2d_10 before conv2d_2, so sort by
+    the suffix). A subclassed model also writes each attribute that holds a layer or a
+    sub-model as a group of the attribute's name (``block1/layers/conv2d/vars/0``);
+    a group without ``vars`` is such a list. The root's ``optimizer`` is not a layer.
+    """
+    for child_name in sorted(group.keys(), key=split_class_suffix):
+        child = group[child_name]
+        if child_name == "vars" or (root and child_name == "optimizer") or not isinstance(child, h5py.Group):
             continue
-        variables = child.get("vars")
+        if "vars" not in child:  # a list of layers (``layers`` or a list attribute)
+            _walk_keras3_object(child, path, out)
+            continue
+        variables = child["vars"]
         if isinstance(variables, h5py.Group) and len(variables):
             keys = sorted(variables.keys(), key=lambda k: int(k) if k.isdigit() else -1)
             if not all(k.isdigit() for k in keys):
@@ -278,6 +287,4 @@ def _walk_keras3(layers_group: h5py.Group, path: str, out: list[LayerWeights]) -
             arrays = [_read_dataset(variables, k, path, name or child_name) for k in keys]
             class_key, class_index = split_class_suffix(child_name)
             out.append(LayerWeights(name, keys, arrays, variables.name, class_key, class_index))
-        nested = _layers_group(child)
-        if nested is not None:
-            _walk_keras3(nested, path, out)
+        _walk_keras3_object(child, path, out)

@@ -91,12 +91,13 @@ def _pair_layers(weights: KerasWeightsFile, layers: list, by_name: bool):
         by_class: dict[str, list] = {}
         for layer in layers:
             by_class.setdefault(layer.default_name, []).append(layer)
-        pairs, extra, used = [], [], set()
-        for entry in entries:
+        pairs, extra, used, seen = [], [], set(), {}
+        for entry in entries:  # the k-th of a class over the whole file, nested sub-models flattened in order
             candidates = by_class.get(entry.class_key, [])
-            if entry.class_index < len(candidates):
-                pairs.append((entry, candidates[entry.class_index]))
-                used.add(id(candidates[entry.class_index]))
+            k = seen[entry.class_key] = seen.get(entry.class_key, -1) + 1
+            if k < len(candidates):
+                pairs.append((entry, candidates[k]))
+                used.add(id(candidates[k]))
             else:
                 extra.append(entry)
         return pairs, [layer for layer in layers if id(layer) not in used], extra

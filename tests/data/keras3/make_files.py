@@ -1,0 +1,50 @@
+"""Write small Keras 3 weights files of the nested shapes, with Keras' own outputs (test ground truth).
+
+Made with keras 3.15.1 on tensorflow-cpu 2.21.0 (h5py 3.14.0, numpy 2.4.6), in a venv of its own:
+    python3 -m venv /work/venvs/tf && /work/venvs/tf/bin/pip install tensorflow-cpu keras h5py
+    /work/venvs/tf/bin/python tests/data/keras3/make_files.py
+
+subclassed.weights.h5 / .keras: a subclassed keras.Model whose attributes block1 (Sequential),
+block2 (functional) and head (Sequential) hold the layers (groups block1/layers/conv2d/vars/0 ...).
+expected.npz holds the fixed input and Keras' predict() output (plain arrays: np.load without pickle).
+"""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+import keras
+import numpy as np
+from keras import layers
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+BIAS = "random_normal"  # non-zero biases, so a test sees whether they loaded
+
+
+class Blocks(keras.Model):
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.block1 = keras.Sequential([layers.Conv2D(4, 3, padding="same", activation="relu", bias_initializer=BIAS),
+                                        layers.MaxPooling2D()])
+        inputs = keras.Input((4, 4, 4))
+        x = layers.Conv2D(6, 3, padding="same", activation="relu", bias_initializer=BIAS)(inputs)
+        self.block2 = keras.Model(inputs, layers.MaxPooling2D()(x))
+        self.head = keras.Sequential([layers.Flatten(), layers.Dense(5, activation="relu", bias_initializer=BIAS),
+                                      layers.Dense(3, bias_initializer=BIAS)])
+
+    def call(self, x):
+        return self.head(self.block2(self.block1(x)))
+
+
+def main() -> None:
+    keras.utils.set_random_seed(0)
+    x = np.random.default_rng(0).standard_normal((2, 8, 8, 3)).astype(np.float32)
+    model = Blocks()
+    model(x)
+    model.save_weights(os.path.join(HERE, "subclassed.weights.h5"))
+    model.save(os.path.join(HERE, "subclassed.keras"))
+    np.savez(os.path.join(HERE, "expected.npz"), subclassed_input=x,
+             subclassed_output=np.asarray(model.predict(x, verbose=0), np.float32))
+
+
+if __name__ == "__main__":
+    main()
