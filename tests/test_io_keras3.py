@@ -37,3 +37,29 @@ def test_subclassed_model_with_nested_submodels_matches_keras(name):
     model.eval()
     out = model(expected["subclassed_input"]).numpy()
     np.testing.assert_allclose(out, expected["subclassed_output"], rtol=1e-5, atol=1e-5)
+
+
+def vgg_shaped_model():
+    """VGG16's layer sequence and names with make_files.py's tiny widths, and a thesis-shaped head."""
+    layers = []
+    for b, (filters, convs) in enumerate(((2, 2), (3, 2), (4, 3), (4, 3), (4, 3)), 1):
+        layers += [nn.Conv2D(filters, 3, padding="same", activation="relu", name=f"block{b}_conv{k}")
+                   for k in range(1, convs + 1)]
+        layers.append(nn.MaxPool2D(2, name=f"block{b}_pool"))
+    layers += [nn.Flatten(), nn.Dense(6, "relu", name="fc1"), nn.Dropout(0.5), nn.Dense(5, "relu", name="fc2"),
+               nn.Dropout(0.5), nn.Dense(3, name="predictions")]
+    return nn.Sequential(layers).build((None, 32, 32, 3))
+
+
+@pytest.mark.parametrize("name", ["vgg_sequential.weights.h5", "vgg_sequential.keras"])
+def test_vgg_base_nested_in_a_sequential_loads_by_order_and_matches_keras(name):
+    weights = read_keras_weights(DATA / name)
+    assert len(weights.layers) == 16  # 13 convs + 3 dense; the .keras optimizer variables are not layers
+    assert {layer.hdf5_path for layer in weights.layers} >= {"/layers/functional/layers/conv2d_12/vars",
+                                                             "/layers/dense_2/vars"}
+    expected = np.load(DATA / "expected.npz", allow_pickle=False)
+    model = vgg_shaped_model()
+    report = load_keras_weights(model, DATA / name, by_name=False)
+    assert len(report.loaded) == 16
+    model.eval()
+    np.testing.assert_allclose(model(expected["vgg_input"]).numpy(), expected["vgg_output"], rtol=1e-5, atol=1e-5)

@@ -6,6 +6,9 @@ Made with keras 3.15.1 on tensorflow-cpu 2.21.0 (h5py 3.14.0, numpy 2.4.6), in a
 
 subclassed.weights.h5 / .keras: a subclassed keras.Model whose attributes block1 (Sequential),
 block2 (functional) and head (Sequential) hold the layers (groups block1/layers/conv2d/vars/0 ...).
+vgg_sequential.weights.h5 / .keras: the thesis' model shape, Sequential([VGG-shaped functional "vgg16"
+(13 convs named block1_conv1 ..., tiny widths), Flatten, Dense, Dropout, Dense, Dropout, Dense]); the
+.keras one compiled and trained one step, so it also holds optimizer variables.
 expected.npz holds the fixed input and Keras' predict() output (plain arrays: np.load without pickle).
 """
 
@@ -35,6 +38,23 @@ class Blocks(keras.Model):
         return self.head(self.block2(self.block1(x)))
 
 
+WIDTHS = ((2, 2), (3, 2), (4, 3), (4, 3), (4, 3))  # (filters, convolutions) per block: VGG16's shape, tiny
+
+
+def vgg_sequential():
+    inputs = keras.Input((32, 32, 3))
+    x = inputs
+    for b, (filters, convs) in enumerate(WIDTHS, 1):
+        for k in range(1, convs + 1):
+            x = layers.Conv2D(filters, 3, padding="same", activation="relu", bias_initializer=BIAS,
+                              name=f"block{b}_conv{k}")(x)
+        x = layers.MaxPooling2D(name=f"block{b}_pool")(x)
+    base = keras.Model(inputs, x, name="vgg16")
+    return keras.Sequential([base, layers.Flatten(), layers.Dense(6, activation="relu", bias_initializer=BIAS),
+                             layers.Dropout(0.5), layers.Dense(5, activation="relu", bias_initializer=BIAS),
+                             layers.Dropout(0.5), layers.Dense(3, bias_initializer=BIAS)])
+
+
 def main() -> None:
     keras.utils.set_random_seed(0)
     x = np.random.default_rng(0).standard_normal((2, 8, 8, 3)).astype(np.float32)
@@ -42,8 +62,15 @@ def main() -> None:
     model(x)
     model.save_weights(os.path.join(HERE, "subclassed.weights.h5"))
     model.save(os.path.join(HERE, "subclassed.keras"))
-    np.savez(os.path.join(HERE, "expected.npz"), subclassed_input=x,
-             subclassed_output=np.asarray(model.predict(x, verbose=0), np.float32))
+    subclassed_output = np.asarray(model.predict(x, verbose=0), np.float32)
+    vgg = vgg_sequential()
+    vx = np.random.default_rng(1).standard_normal((2, 32, 32, 3)).astype(np.float32)
+    vgg.compile(optimizer="adam", loss="mse")
+    vgg.fit(vx, np.zeros((2, 3), np.float32), verbose=0)
+    vgg.save_weights(os.path.join(HERE, "vgg_sequential.weights.h5"))
+    vgg.save(os.path.join(HERE, "vgg_sequential.keras"))
+    np.savez(os.path.join(HERE, "expected.npz"), subclassed_input=x, subclassed_output=subclassed_output,
+             vgg_input=vx, vgg_output=np.asarray(vgg.predict(vx, verbose=0), np.float32))
 
 
 if __name__ == "__main__":
