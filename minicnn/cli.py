@@ -52,7 +52,8 @@ def _keras_info(path: str) -> str:
     lines = [f"{path}", f"format {weights.format}: {weights.description}"]
     if weights.keras_version or weights.backend:
         lines.append(f"keras_version {weights.keras_version}, backend {weights.backend}")
-    rows = [(layer.label, "  ".join(str(tuple(a.shape)) for a in layer.arrays),
+    rows = [(layer.label + (f"  ({layer.hdf5_path.removesuffix('/vars').lstrip('/')})" if weights.format == "E"
+                            else ""), "  ".join(str(tuple(a.shape)) for a in layer.arrays),
              ", ".join(sorted({str(a.dtype) for a in layer.arrays})), f"{sum(a.size for a in layer.arrays):,}")
             for layer in weights.layers]
     lines += _table(rows, ("layer", "weights", "dtype", "params"))

@@ -63,3 +63,10 @@ def test_vgg_base_nested_in_a_sequential_loads_by_order_and_matches_keras(name):
     assert len(report.loaded) == 16
     model.eval()
     np.testing.assert_allclose(model(expected["vgg_input"]).numpy(), expected["vgg_output"], rtol=1e-5, atol=1e-5)
+
+
+def test_info_lists_the_nesting_path_of_each_layer(capsys):
+    from minicnn.cli import main
+    assert main(["info", str(DATA / "subclassed.weights.h5")]) == 0
+    out = capsys.readouterr().out
+    assert "(block1/layers/conv2d)" in out and "(head/layers/dense_1)" in out and "(5, 3)" in out
