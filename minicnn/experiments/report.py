@@ -132,8 +132,8 @@ def _model_from(cfg, column: str, classes: int):
 
 def write_figures(cfg, parts, runs: dict) -> list[str]:
     """Fig. 7.1, Fig. 8.1, confusion matrices and Grad-CAM, from seed-0 runs and saved models."""
+    from minicnn.experiments.loading import loader
     from minicnn.experiments.models import last_conv_layer
-    from minicnn.experiments.thesis import loader
     from minicnn.train.explain import activations, gradcam
 
     out_dir = os.path.join(cfg.folder, "figures")

@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from minicnn import metrics as M
+from minicnn.experiments.loading import loader
 
 HAM_COLUMNS = ("majority", "decision_tree", "random_forest", "random", "all", "last_block", "first_block",
                "first_last_blocks")
@@ -139,16 +140,6 @@ def splits(cfg: ThesisConfig, ds):
     """60/20/20 train/val/test, stratified, by image (thesis) or by lesion/patient; seed 0 for all runs."""
     from minicnn.data import split
     return split(ds, (0.6, 0.2, 0.2), by=cfg.split_by, seed=0)
-
-
-def loader(cfg: ThesisConfig, subset, shuffle: bool, seed: int, augment: bool, raw: bool = False):
-    """A DataLoader over ``subset``; decoded images are cached on disk under OUT/<dataset>/decoded.
-    ``raw``: uint8 pixels (for the tree baselines) instead of the network's scaling."""
-    from minicnn.data import Augment, DataLoader
-    cache = os.path.join(cfg.folder, "decoded")
-    return DataLoader(subset, batch_size=cfg.batch_size, shuffle=shuffle, seed=seed,
-                      augment=Augment.standard(seed=seed) if augment else None, workers=cfg.workers,
-                      cache_dir=cache, preprocess=None if raw else cfg.preprocess, progress=False)
 
 
 # ---- weights --------------------------------------------------------------------------------
