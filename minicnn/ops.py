@@ -6,7 +6,7 @@ to each input's shape (``unbroadcast``).
 
 from __future__ import annotations
 
-from minicnn.tensor import Function
+from minicnn.tensor import Function, Tensor
 
 
 def unbroadcast(g, shape):
@@ -186,3 +186,45 @@ class Transpose(Function):
 def maximum(a, b):
     """Elementwise maximum with gradients (ties go to ``a``)."""
     return Maximum.apply(a, b)
+
+
+# ---- the operators of Tensor ---------------------------------------------------------------
+# tensor.py is the engine and imports nothing above it; the operators are bound here, where
+# their Functions are defined (``import minicnn`` imports this module, so every Tensor has them).
+
+def _reshape(self, *shape):
+    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+        shape = tuple(shape[0])
+    return Reshape.apply(self, shape=shape)
+
+
+def _transpose(self, *axes):
+    if len(axes) == 1 and isinstance(axes[0], (tuple, list)):
+        axes = tuple(axes[0])
+    return Transpose.apply(self, axes=axes or None)
+
+
+def _mean(self, axis=None, keepdims: bool = False):
+    total = self.sum(axis=axis, keepdims=keepdims)
+    return total * (total.size / self.size)
+
+
+Tensor.__add__ = lambda self, other: Add.apply(self, other)
+Tensor.__radd__ = lambda self, other: Add.apply(other, self)
+Tensor.__sub__ = lambda self, other: Sub.apply(self, other)
+Tensor.__rsub__ = lambda self, other: Sub.apply(other, self)
+Tensor.__mul__ = lambda self, other: Mul.apply(self, other)
+Tensor.__rmul__ = lambda self, other: Mul.apply(other, self)
+Tensor.__truediv__ = lambda self, other: Div.apply(self, other)
+Tensor.__rtruediv__ = lambda self, other: Div.apply(other, self)
+Tensor.__neg__ = lambda self: Neg.apply(self)
+Tensor.__pow__ = lambda self, exponent: Pow.apply(self, exponent=float(exponent))
+Tensor.__matmul__ = lambda self, other: MatMul.apply(self, other)
+Tensor.__rmatmul__ = lambda self, other: MatMul.apply(other, self)
+Tensor.sum = lambda self, axis=None, keepdims=False: Sum.apply(self, axis=axis, keepdims=keepdims)
+Tensor.mean = _mean
+Tensor.reshape = _reshape
+Tensor.transpose = _transpose
+Tensor.T = property(lambda self: self.transpose())
+Tensor.exp = lambda self: Exp.apply(self)
+Tensor.log = lambda self: Log.apply(self)

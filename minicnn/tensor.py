@@ -172,69 +172,9 @@ class Tensor:
             if not retain_graph:
                 fn.release()
 
-    # ---- operators (the Functions live in minicnn.ops) --------------------------------
-    def __add__(self, other):
-        return ops.Add.apply(self, other)
-
-    def __radd__(self, other):
-        return ops.Add.apply(other, self)
-
-    def __sub__(self, other):
-        return ops.Sub.apply(self, other)
-
-    def __rsub__(self, other):
-        return ops.Sub.apply(other, self)
-
-    def __mul__(self, other):
-        return ops.Mul.apply(self, other)
-
-    def __rmul__(self, other):
-        return ops.Mul.apply(other, self)
-
-    def __truediv__(self, other):
-        return ops.Div.apply(self, other)
-
-    def __rtruediv__(self, other):
-        return ops.Div.apply(other, self)
-
-    def __neg__(self):
-        return ops.Neg.apply(self)
-
-    def __pow__(self, exponent: float):
-        return ops.Pow.apply(self, exponent=float(exponent))
-
-    def __matmul__(self, other):
-        return ops.MatMul.apply(self, other)
-
-    def __rmatmul__(self, other):
-        return ops.MatMul.apply(other, self)
-
-    def sum(self, axis=None, keepdims: bool = False):
-        return ops.Sum.apply(self, axis=axis, keepdims=keepdims)
-
-    def mean(self, axis=None, keepdims: bool = False):
-        total = self.sum(axis=axis, keepdims=keepdims)
-        return total * (total.size / self.size)
-
-    def reshape(self, *shape):
-        if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
-            shape = tuple(shape[0])
-        return ops.Reshape.apply(self, shape=shape)
-
-    def transpose(self, *axes):
-        if len(axes) == 1 and isinstance(axes[0], (tuple, list)):
-            axes = tuple(axes[0])
-        return ops.Transpose.apply(self, axes=axes or None)
-
-    @property
-    def T(self):
-        return self.transpose()
-
-    def exp(self):
-        return ops.Exp.apply(self)
-
-    def log(self):
-        return ops.Log.apply(self)
+    # The arithmetic operators (+ - * / @ ** sum mean reshape transpose exp log) are
+    # Functions; minicnn/ops.py defines them and attaches them to Tensor, so this
+    # module (the engine) imports nothing above it.
 
 
 def _topological_order(root: Tensor) -> list:
@@ -316,6 +256,3 @@ class Function:
         """Drop everything kept for backward; a second backward then raises."""
         self.__dict__.clear()
         self.parents, self.released = (), True
-
-
-from minicnn import ops
