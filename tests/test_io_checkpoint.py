@@ -13,7 +13,7 @@ from minicnn import functional as F
 from minicnn import nn, optim
 from minicnn.io import WeightsError, load_checkpoint, save_checkpoint
 from minicnn.io import checkpoint as ckpt
-from minicnn.io.synthetic import write_synthetic_vgg16
+from minicnn.models.synthetic_weights import write_synthetic_vgg16
 
 X = np.random.default_rng(2).random((6, 8, 8, 3), dtype=np.float32)
 Y = np.array([0, 1, 2, 0, 1, 2])

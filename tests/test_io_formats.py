@@ -15,7 +15,7 @@ import pytest
 from minicnn.io import WeightsError, read_keras_weights
 from minicnn.io.keras_h5 import split_class_suffix
 from minicnn.io.keras_layouts import KerasLayer, snake_case, write_keras_h5
-from minicnn.io.synthetic import vgg16_keras_layers, write_synthetic_vgg16
+from minicnn.models.synthetic_weights import vgg16_keras_layers, write_synthetic_vgg16
 
 RNG = np.random.default_rng(0)
 CONV_W = RNG.standard_normal((3, 3, 3, 4)).astype(np.float32)

@@ -7,8 +7,8 @@ import pytest
 from minicnn import nn
 from minicnn.io import WeightsError, load_keras_weights, read_keras_weights, save_keras_weights
 from minicnn.io.keras_layouts import KerasLayer, write_keras_h5
-from minicnn.io.synthetic import write_synthetic_vgg16
 from minicnn.models import vgg16
+from minicnn.models.synthetic_weights import write_synthetic_vgg16
 
 RNG = np.random.default_rng(1)
 SHAPES = {"conv_a": [(3, 3, 3, 4), (4,)], "dense_a": [(64, 5), (5,)]}

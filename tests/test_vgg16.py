@@ -10,9 +10,9 @@ import pytest
 
 from minicnn import nn
 from minicnn.cli import main
-from minicnn.io import WeightsError, save_checkpoint, write_synthetic_vgg16
-from minicnn.io.synthetic import vgg16_keras_layers
-from minicnn.models import vgg, vgg16, vgg16_layer_table
+from minicnn.io import WeightsError, save_checkpoint
+from minicnn.models import vgg, vgg16, vgg16_layer_table, write_synthetic_vgg16
+from minicnn.models.synthetic_weights import vgg16_keras_layers
 from minicnn.preprocess import preprocess_input
 
 KERAS_NAMES = ["block1_conv1", "block1_conv2", "block1_pool", "block2_conv1", "block2_conv2", "block2_pool",

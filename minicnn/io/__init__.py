@@ -5,10 +5,10 @@
     save_keras_weights(model, path)                   Keras 2 layout, readable by Keras
     save_checkpoint(path, model, optimizer=None, **state)
     load_checkpoint(path, model=None, optimizer=None, restore_rng=False) -> state dict
-    write_synthetic_vgg16(path, fmt)                  random VGG16 file in layout A-E
 
 Every problem with a file raises WeightsError (a ValueError) naming the file, the
-layer and the expected and found shapes.
+layer and the expected and found shapes. (Random VGG16 stand-ins in every layout:
+``minicnn.models.write_synthetic_vgg16``; io sits below models and never imports it.)
 """
 
 from minicnn.io.checkpoint import load_checkpoint, read_checkpoint_weights, save_checkpoint
@@ -16,8 +16,7 @@ from minicnn.io.errors import WeightsError
 from minicnn.io.keras_h5 import FORMAT_NAMES, KerasWeightsFile, LayerWeights, read_keras_weights
 from minicnn.io.load import LoadReport, load_keras_weights
 from minicnn.io.save import save_keras_weights
-from minicnn.io.synthetic import write_synthetic_vgg16
 
 __all__ = ["FORMAT_NAMES", "KerasWeightsFile", "LayerWeights", "LoadReport", "WeightsError", "load_checkpoint",
            "load_keras_weights", "read_checkpoint_weights", "read_keras_weights", "save_checkpoint",
-           "save_keras_weights", "write_synthetic_vgg16"]
+           "save_keras_weights"]
