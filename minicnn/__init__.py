@@ -2,6 +2,7 @@
 
     import minicnn
     from minicnn import nn, functional as F, optim
+    model = minicnn.Sequential([...]); model.compile(...); model.fit(x, y)   # Keras-shaped
 """
 
 from minicnn import functional, nn, optim, random
@@ -12,6 +13,15 @@ from minicnn.tensor import Function, Tensor, default_device, get_default_device,
 __version__ = "0.1.0"
 
 
+def __getattr__(name: str):
+    # minicnn.Model / minicnn.Sequential (Keras-shaped, in minicnn/model.py) pull in the
+    # training code; imported on first use so ``import minicnn`` stays light.
+    if name in ("Model", "Sequential"):
+        from minicnn import model
+        return getattr(model, name)
+    raise AttributeError(f"module 'minicnn' has no attribute {name!r}")
+
+
 def preprocess_input(x, mode: str = "caffe"):
     """Keras-style input preprocessing (see ``minicnn.preprocess.preprocess_input``)."""
     from minicnn.preprocess import preprocess_input as impl
@@ -20,6 +30,8 @@ def preprocess_input(x, mode: str = "caffe"):
 
 __all__ = [
     "Function",
+    "Model",
+    "Sequential",
     "Tensor",
     "default_device",
     "functional",

@@ -4,6 +4,7 @@ import h5py
 import numpy as np
 import pytest
 
+import minicnn
 from minicnn import nn
 from minicnn.io import WeightsError, load_keras_weights, read_keras_weights, save_keras_weights
 from minicnn.io.keras_layouts import KerasLayer, write_keras_h5
@@ -16,8 +17,8 @@ ARRAYS = {name: [RNG.standard_normal(s).astype(np.float32) for s in shapes] for 
 
 
 def tiny_model(name="tiny"):
-    model = nn.Sequential([nn.Conv2D(4, 3, activation="relu", name="conv_a"), nn.MaxPool2D(name="pool"),
-                           nn.Flatten(name="flatten"), nn.Dense(5, name="dense_a")], name=name)
+    model = minicnn.Sequential([nn.Conv2D(4, 3, activation="relu", name="conv_a"), nn.MaxPool2D(name="pool"),
+                                nn.Flatten(name="flatten"), nn.Dense(5, name="dense_a")], name=name)
     return model.build((None, 8, 8, 3))
 
 
@@ -70,7 +71,7 @@ def test_by_order_ignores_names_and_by_name_refuses_them(tmp_path):
     assert "w.h5" in message and "'conv_a'" in message and "not in the file" in message
     assert "'conv2d'" in message and "in the file but not in the model" in message
     assert_unchanged(model, before)
-    report = model.load_keras_weights(path, by_name=False)  # the Module method delegates here
+    report = model.load_weights(path, by_name=False)  # minicnn.Model's method delegates here
     assert report.loaded == ["conv_a", "dense_a"]
     assert np.array_equal(model.get_layer("dense_a").kernel.numpy(), ARRAYS["dense_a"][0])
 

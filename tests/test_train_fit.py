@@ -39,7 +39,7 @@ def tiny_vgg(classes=3, dropout=0.25, seed=0, size=16):
                    nn.MaxPool2D(name=f"block{block}_pool")]
     layers += [nn.Flatten(name="flatten"), nn.Dense(16, activation="relu", name="fc1"),
                nn.Dropout(dropout, name="dropout1"), nn.Dense(classes, name="predictions")]
-    model = nn.Sequential(layers, name="tiny")
+    model = minicnn.Sequential(layers, name="tiny")  # a minicnn.Model (Keras-shaped methods)
     model.build((None, size, size, 3))
     return model
 
@@ -90,11 +90,34 @@ def test_fit_learns_and_records_history():
     np.testing.assert_array_equal(probs.argmax(axis=1), out["y_pred"])
 
 
-def test_module_fit_delegates():
+def test_model_compile_fit_evaluate_predict_match_the_functions():
+    """The Keras-shaped methods give exactly what train.fit / evaluate / predict give."""
     x, y = blobs(48)
+    runs = []
+    for keras_style in (True, False):
+        minicnn.seed(3)
+        model = tiny_vgg()
+        if keras_style:
+            model.compile("sgd", metrics=["accuracy", "macro_f1"], lr=0.05)
+            h = model.fit(x[:32], y[:32], validation_data=(x[32:], y[32:]), epochs=2, batch_size=16, verbose=0)
+            out, probs = model.evaluate(x[32:], y[32:]), model.predict(x[32:])
+        else:
+            opt = optim.SGD(list(model.named_parameters()), lr=0.05)
+            h = fit(model, (x[:32], y[:32]), (x[32:], y[32:]), opt, epochs=2, batch_size=16, verbose=0,
+                    metrics=["macro_f1"])
+            out, probs = evaluate(model, (x[32:], y[32:])), predict(model, x[32:])
+        runs.append(({k: v for k, v in h.history.items() if k not in TIMING}, out["loss"], probs))
+    assert runs[0][0] == runs[1][0] and "val_macro_f1" in runs[0][0]
+    assert runs[0][1] == runs[1][1]
+    np.testing.assert_array_equal(runs[0][2], runs[1][2])
+
+
+def test_model_compile_refuses_bad_settings():
     model = tiny_vgg()
-    h = model.fit((x, y), epochs=1, batch_size=16, verbose=0)
-    assert len(h["loss"]) == 1
+    with pytest.raises(ValueError, match="unknown optimizer 'adamw'"):
+        model.compile("adamw")
+    with pytest.raises(ValueError, match="unknown metrics"):
+        model.compile("adam", metrics=["f2"])
 
 
 @pytest.mark.parametrize("preset", ["last_block", "first_block", "first_last_blocks", "features"])

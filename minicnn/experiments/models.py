@@ -5,12 +5,13 @@ stand-in with the same block structure and layer names, for quick runs and tests
 from __future__ import annotations
 
 from minicnn import nn
+from minicnn.model import Model
 
 THESIS_HEAD_UNITS = (256, 256)
 
 
 def tiny_vgg(input_shape=(32, 32, 3), classes: int = 7, filters=(8, 16, 16, 32, 32), head_units: int = 32,
-             dropout: float = 0.25, name: str = "tiny_vgg") -> nn.Sequential:
+             dropout: float = 0.25, name: str = "tiny_vgg") -> Model:
     """Five blocks ``block<k>_conv1`` + ``block<k>_pool`` and the thesis' head
     (flatten, fc1, dropout1, fc2, dropout2, predictions), built for ``input_shape``.
 
@@ -24,7 +25,7 @@ def tiny_vgg(input_shape=(32, 32, 3), classes: int = 7, filters=(8, 16, 16, 32, 
     layers += [nn.Flatten(name="flatten"), nn.Dense(head_units, "relu", name="fc1"),
                nn.Dropout(dropout, name="dropout1"), nn.Dense(head_units, "relu", name="fc2"),
                nn.Dropout(dropout, name="dropout2"), nn.Dense(classes, name="predictions")]
-    model = nn.Sequential(layers, name=name)
+    model = Model(layers, name=name)
     model.build((None,) + tuple(input_shape))
     return model
 

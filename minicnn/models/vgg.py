@@ -27,6 +27,7 @@ import os
 from pathlib import Path
 
 from minicnn import nn
+from minicnn.model import Model
 from minicnn.models.vgg16_layers import vgg16_layer_table
 
 HEADS = (None, "keras", "thesis", "gap")
@@ -36,11 +37,12 @@ IMAGENET_FILES = {  # include_top -> (file name, md5 that Keras checks)
 }
 
 
-class VGG(nn.Sequential):
+class VGG(Model):
     """A Sequential that remembers how it was made (``get_config``), for checkpoints and the CLI.
 
     ``model.features(x, layers=["block3_conv3", "block5_pool"])`` returns those outputs
-    from one forward pass; ``model.load_keras_weights(path)`` loads a Keras file.
+    from one forward pass; ``model.load_weights(path)`` loads a Keras file; ``compile`` / ``fit`` /
+    ``evaluate`` / ``predict`` as on every ``minicnn.Model``.
     """
 
     def __init__(self, layers, config: dict, name: str = "vgg16"):

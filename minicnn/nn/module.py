@@ -194,17 +194,8 @@ class Module:
                     p = params[name]
                     p.data = get_backend(p.device).asarray(np.array(value, dtype=p.dtype))
 
-    # ---- delegations to the other parts of the library ------------------------------
-    def load_keras_weights(self, path, by_name: bool = True, strict: bool = True):
-        """Load a Keras HDF5 weights file (see ``minicnn.io.load_keras_weights``)."""
-        from minicnn.io import load_keras_weights
-        return load_keras_weights(self, path, by_name=by_name, strict=strict)
-
-    def fit(self, *args, **kwargs):
-        """Train this model (see ``minicnn.train.fit``)."""
-        from minicnn.train import fit
-        return fit(self, *args, **kwargs)
-
+    # Training (compile / fit / evaluate / predict) and weight files live on minicnn.Model,
+    # above minicnn.train: a layer knows nothing about how it is trained.
     def summary(self, input_shape=None, print_fn=print) -> str:
         """A table of layers: output shape, weights (trainable / frozen), FLOPs, bytes, intensity."""
         from minicnn.nn.summary import summary

@@ -1,0 +1,80 @@
+"""``Model``: a Sequential that trains itself, shaped like Keras' ``Model``.
+
+    model = minicnn.Sequential([...])                   # or models.vgg16(...), a Model too
+    model.compile(optimizer="adam", loss="cross_entropy", metrics=["macro_f1"])
+    history = model.fit(x, y, validation_data=(x_val, y_val), epochs=10, batch_size=32)
+    model.evaluate(x_test, y_test)["accuracy"];  model.predict(x_test)   # probabilities
+
+It sits above ``minicnn.train`` so that ``minicnn.nn`` (the layers, bare containers
+like ``torch.nn``) imports nothing about training: the arrows run
+nn -> train -> model -> models.
+"""
+
+from __future__ import annotations
+
+from minicnn import nn, optim, train
+
+OPTIMIZERS = {"adam": optim.Adam, "sgd": optim.SGD}
+
+
+class Model(nn.Sequential):
+    """``nn.Sequential`` plus Keras' compile / fit / evaluate / predict and weight files."""
+
+    def __init__(self, layers=None, name: str | None = None):
+        super().__init__(layers, name=name)
+        self.optimizer = None
+        self.loss = "cross_entropy"
+        self.metrics: tuple[str, ...] = ()
+
+    def compile(self, optimizer="adam", loss="cross_entropy", metrics=(), **optimizer_settings) -> Model:
+        """Choose what ``fit`` uses. optimizer: "adam" | "sgd" (built over this model's
+        weights with ``optimizer_settings``, e.g. lr=1e-4) or a minicnn.optim optimizer.
+        metrics: extra per-epoch metrics ("macro_f1", "balanced_accuracy", ...); loss and
+        accuracy are always reported ("accuracy" may be listed, as in Keras)."""
+        if isinstance(optimizer, str):
+            if optimizer.lower() not in OPTIMIZERS:
+                raise ValueError(f"unknown optimizer {optimizer!r}: use one of {sorted(OPTIMIZERS)} "
+                                 "or a minicnn.optim optimizer")
+            if not self.built:
+                raise ValueError(f"model {self.name!r} is not built: call model.build(input_shape) before "
+                                 "compile() with an optimizer name, or pass an optimizer")
+            optimizer = OPTIMIZERS[optimizer.lower()](list(self.named_parameters()), **optimizer_settings)
+        elif optimizer_settings:
+            raise ValueError(f"optimizer settings {sorted(optimizer_settings)} need an optimizer name")
+        unknown = [m for m in metrics if m != "accuracy" and m not in train.loop.METRICS]
+        if unknown:
+            raise ValueError(f"unknown metrics {unknown}: choose from {['accuracy', *sorted(train.loop.METRICS)]}")
+        self.optimizer, self.loss = optimizer, loss
+        self.metrics = tuple(m for m in metrics if m != "accuracy")
+        return self
+
+    def fit(self, x, y=None, validation_data=None, epochs: int = 1, batch_size: int = 32, **kwargs):
+        """Train; returns a History. ``x, y`` arrays, or ``x`` a Dataset / DataLoader / (x, y)
+        pair with ``y`` None; ``validation_data`` likewise. Other keywords (callbacks,
+        class_weight, verbose, checkpoint, resume, ...) are those of ``minicnn.train.fit``."""
+        data = (x, y) if y is not None else x
+        kwargs.setdefault("metrics", self.metrics)
+        return train.fit(self, data, validation_data, self.optimizer, self.loss, epochs=epochs,
+                         batch_size=batch_size, **kwargs)
+
+    def evaluate(self, x, y=None, batch_size: int = 32, **kwargs) -> dict:
+        """Eval-mode pass over test data: {"loss", "accuracy", per-class metrics, ...}."""
+        return train.evaluate(self, (x, y) if y is not None else x, batch_size=batch_size, loss=self.loss,
+                              **kwargs)
+
+    def predict(self, x, batch_size: int = 32):
+        """Class probabilities (N, classes) for images x (N, H, W, C)."""
+        return train.predict(self, x, batch_size=batch_size)
+
+    def load_weights(self, path, by_name: bool = True, strict: bool = True):
+        """Load a Keras HDF5 weights file (every Keras layout; see ``minicnn.io.load_keras_weights``)."""
+        from minicnn.io import load_keras_weights
+        return load_keras_weights(self, path, by_name=by_name, strict=strict)
+
+    def save_weights(self, path) -> None:
+        """Write the weights as a Keras HDF5 file (Keras' ``load_weights`` reads it)."""
+        from minicnn.io import save_keras_weights
+        save_keras_weights(self, path)
+
+
+Sequential = Model
