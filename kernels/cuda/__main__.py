@@ -1,4 +1,8 @@
-"""python -m kernels.cuda --ptx sm_80,sm_90 [--out DIR] [--json]: compile every kernel to PTX."""
+"""python -m kernels.cuda --ptx sm_80,sm_90 [--out DIR] [--json]: compile every kernel to PTX.
+
+python -m kernels.cuda --sass sm_80,sm_90: assemble every kernel with ptxas and print its
+registers, spills, shared memory and theoretical occupancy at minicnn's launch configuration.
+"""
 
 from __future__ import annotations
 
@@ -12,10 +16,21 @@ from kernels.cuda.ptx import compile_all, parse_cc, uses_local_memory
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m kernels.cuda", description=__doc__)
-    parser.add_argument("--ptx", required=True, help="comma-separated targets, e.g. sm_80,sm_90")
+    parser.add_argument("--ptx", help="comma-separated targets, e.g. sm_80,sm_90")
+    parser.add_argument("--sass", help="comma-separated targets: ptxas resources and occupancy")
     parser.add_argument("--out", help="write DIR/<target>/<kernel>.ptx")
     parser.add_argument("--json", action="store_true", help="print {target: {kernel: ptx}} as JSON")
     args = parser.parse_args(argv)
+    if not args.ptx and not args.sass:
+        parser.error("give --ptx and/or --sass (comma-separated targets, e.g. sm_80,sm_90)")
+    if args.sass and args.json:
+        parser.error("--json prints PTX only; run --sass without it")
+    if args.sass:
+        from kernels.cuda.resources import assemble_all, report
+        targets = ["sm_{}{}".format(*parse_cc(t.strip())) for t in args.sass.split(",")]
+        print("\n".join(report({t: assemble_all(t) for t in targets})))
+        if not args.ptx:
+            return 0
     results = {}
     for target in args.ptx.split(","):
         major, minor = parse_cc(target.strip())

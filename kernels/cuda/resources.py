@@ -1,0 +1,147 @@
+"""Per-kernel machine resources: every kernel's PTX assembled to SASS by ptxas, no GPU needed.
+
+``ptxas -v`` reports, for each entry function, the registers per thread, the
+spill stores and loads (bytes of local memory traffic a thread pays when the
+registers run out), the stack frame and the static shared memory. With the
+block size the launchers use (``launch_configs``) that gives the theoretical
+occupancy (occupancy.py).
+
+The ptxas must be at least as new as the NVVM that numba-cuda uses (the PTX is
+ISA 9.5 from NVVM 13.5): the one in the ``nvidia-cuda-nvcc`` 13.x wheel.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from glob import glob
+
+from kernels.cuda.occupancy import Occupancy, launch_problems, occupancy
+from kernels.cuda.ptx import compile_all, parse_cc
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What ptxas allocated to one kernel on one architecture."""
+
+    registers: int
+    spill_stores: int   # bytes per thread
+    spill_loads: int    # bytes per thread
+    stack: int          # bytes per thread
+    shared: int         # static shared memory, bytes per block
+
+
+@dataclass(frozen=True)
+class Launch:
+    """A launch configuration minicnn uses for a kernel on a GPU."""
+
+    threads: int        # per block
+    dynamic_shared: int = 0
+
+
+def launch_configs() -> dict[str, Launch]:
+    """{kernel name: how launch.py launches it on a GPU}. Read from the launchers' own
+    constants, with the GPU tile (the simulator's is smaller); no kernel uses dynamic
+    shared memory."""
+    import numpy as np
+
+    from kernels.cuda import gemm, reduce
+    from kernels.cuda.launch import CudaOps
+
+    bm, bn, _, tm, tn = gemm.GPU_TILE
+    tiled = Launch((bm // tm) * (bn // tn))
+    flat = Launch(CudaOps(np, simulator=False).threads)   # launch_flat's block
+    from kernels.cuda.signatures import KERNELS
+
+    configs = {name: flat for name in KERNELS}
+    configs.update({name: tiled for name in ("matmul", "conv2d_forward_implicit",
+                                              "conv2d_backward_data_implicit",
+                                              "conv2d_backward_weights_implicit")})
+    configs["column_sum"] = Launch(reduce.COLS_PER_BLOCK * reduce.ROWS_PER_BLOCK)
+    return configs
+
+
+def find_ptxas() -> str:
+    """The ptxas of the nvidia-cuda-nvcc 13.x wheel (never an older system one)."""
+    try:
+        import nvidia
+    except ImportError:
+        nvidia = None
+    for root in getattr(nvidia, "__path__", []):
+        for path in sorted(glob(os.path.join(root, "cu13", "bin", "ptxas"))):
+            if os.access(path, os.X_OK):
+                return path
+    raise RuntimeError("ptxas for CUDA 13 not found: pip install 'nvidia-cuda-nvcc==13.5.*' "
+                       "(the PTX is ISA 9.5; an older /usr/local/cuda ptxas refuses it)")
+
+
+_FIGURES = {
+    "stack": r"(\d+) bytes stack frame",
+    "spill_stores": r"(\d+) bytes spill stores",
+    "spill_loads": r"(\d+) bytes spill loads",
+    "registers": r"Used (\d+) registers",
+    "shared": r"(\d+) bytes smem",
+}
+
+
+def parse_ptxas(report: str) -> Resources:
+    """The figures of ``ptxas -v`` output for a module with one entry function."""
+    if len(re.findall(r"Compiling entry function", report)) != 1:
+        raise ValueError(f"ptxas report: expected one entry function, got:\n{report[-2000:]}")
+    values = {}
+    for field, pattern in _FIGURES.items():
+        found = re.search(pattern, report)
+        values[field] = int(found.group(1)) if found else 0   # ptxas omits smem when there is none
+        if found is None and field == "registers":
+            raise ValueError(f"ptxas report has no register count:\n{report[-2000:]}")
+    return Resources(**values)
+
+
+def assemble(ptx: str, target: str, ptxas: str | None = None) -> Resources:
+    """Assemble one kernel's PTX for ``target`` (e.g. "sm_80") and return its resources."""
+    major, minor = parse_cc(target)
+    with tempfile.TemporaryDirectory() as tmp:
+        source, cubin = os.path.join(tmp, "kernel.ptx"), os.path.join(tmp, "kernel.cubin")
+        with open(source, "w") as f:
+            f.write(ptx)
+        done = subprocess.run([ptxas or find_ptxas(), f"-arch=sm_{major}{minor}", "-v", source, "-o", cubin],
+                              capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"ptxas -arch=sm_{major}{minor} failed:\n{done.stderr[-3000:]}")
+    return parse_ptxas(done.stdout + done.stderr)
+
+
+def assemble_all(target: str) -> dict[str, Resources]:
+    """{kernel name: Resources} for every kernel, compiled to PTX and assembled for ``target``."""
+    ptxas = find_ptxas()   # before the slow PTX compilation: fail fast when it is missing
+    return {name: assemble(text, target, ptxas) for name, text in compile_all(target).items()}
+
+
+def kernel_occupancy(target: str, res: Resources, launch: Launch) -> Occupancy:
+    """Theoretical occupancy of a kernel at one launch configuration."""
+    return occupancy(target, launch.threads, res.registers, res.shared + launch.dynamic_shared)
+
+
+def report(results: dict[str, dict[str, Resources]]) -> list[str]:
+    """The table ``python -m kernels.cuda --sass`` prints, one line per kernel and target,
+    from {target: assemble_all(target)}."""
+    configs = launch_configs()
+    header = (f"{'target':6s}  {'kernel':34s} {'threads':>7s} {'regs':>4s} {'spill st/ld':>11s} "
+              f"{'smem':>6s} {'stack':>5s} {'blocks':>6s} {'warps':>5s} {'occ':>5s}  limited by")
+    lines = [header]
+    for target, kernels in results.items():
+        for name, res in kernels.items():
+            launch = configs[name]
+            smem = res.shared + launch.dynamic_shared
+            problems = launch_problems(target, launch.threads, res.registers, smem)
+            head = (f"{target:6s}  {name:34s} {launch.threads:7d} {res.registers:4d} "
+                    f"{res.spill_stores:5d}/{res.spill_loads:<5d} {smem:6d} {res.stack:5d}")
+            if problems:
+                lines.append(f"{head}  cannot launch: {'; '.join(problems)}")
+                continue
+            occ = kernel_occupancy(target, res, launch)
+            lines.append(f"{head} {occ.blocks:6d} {occ.warps:5d} {occ.fraction:5.0%}  {occ.limited_by}")
+    return lines
