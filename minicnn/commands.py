@@ -1,8 +1,9 @@
 """The ``minicnn train``, ``evaluate`` and ``predict`` subcommands.
 
 Each is an (add_arguments(parser), run(args) -> exit status) pair; ``COMMANDS``
-lists them in the form minicnn.cli's registry expects (it imports
-``minicnn.train.cli``, which re-exports this).
+lists them in the form minicnn.cli's registry expects. This module is the top of
+the import order (it uses train, models and experiments; nothing imports it but
+the registry), which is why it is not inside ``minicnn.train``.
 
     minicnn train --dataset ham10000 --data DIR --preset last_block [--weights FILE] --out runs/ham
     minicnn evaluate runs/ham/best.h5 --data DIR            # the saved test split, per-class table
