@@ -94,3 +94,42 @@ def test_predict_prints_class_names_and_refuses_contradictions(run, capsys):
         assert sum(t["p"] for t in line["top"]) == pytest.approx(1.0, abs=1e-5)
     assert main(["predict", os.path.join(out, "best.h5"), images[0], "--preprocess", "torch"]) == 2
     assert "--preprocess torch contradicts" in capsys.readouterr().err
+
+
+def test_the_ham_example_checkpoint_evaluates_with_no_flags(tmp_path, capsys):
+    """examples/ham_finetune.py trains with caffe preprocessing: evaluate must use it, unasked."""
+    import importlib.util
+    import re
+
+    path = os.path.join(os.path.dirname(__file__), "..", "examples", "ham_finetune.py")
+    spec = importlib.util.spec_from_file_location("example_ham_finetune_info", path)
+    ham = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ham)
+    assert ham.main(["--images", "70", "--image-size", "32", "--epochs", "1", "--out", str(tmp_path)]) == 0
+    example_f1 = re.search(r"^macro F1 (\d\.\d{3})", capsys.readouterr().out, re.MULTILINE).group(1)
+    assert load_checkpoint(str(tmp_path / "best.h5"))["info"]["preprocess"] == "caffe"
+    assert main(["evaluate", str(tmp_path / "best.h5")]) == 0
+    assert re.search(r"^macro avg\s+(\d\.\d{3})", capsys.readouterr().out, re.MULTILINE).group(1) == example_f1
+    assert main(["evaluate", str(tmp_path / "best.h5"), "--preprocess", "tf"]) == 2
+    assert "--preprocess tf contradicts" in capsys.readouterr().err
+
+
+def test_model_checkpoint_writes_its_info_over_fits(tmp_path):
+    """ModelCheckpoint(info=...) adds to fit(checkpoint_info=...) in its own file only."""
+    import numpy as np
+
+    from minicnn import nn, optim
+    from minicnn.train import ModelCheckpoint, fit
+
+    nn.reset_names()
+    model = nn.Sequential([nn.Flatten(name="flatten"), nn.Dense(2, name="predictions")], name="lin")
+    model.build((None, 4, 4, 3))
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(16, 4, 4, 3)).astype(np.float32), np.arange(16) % 2
+    own = ModelCheckpoint(str(tmp_path / "own.h5"), info={"preprocess": "caffe", "note": "mine"})
+    fit(model, (x, y), (x, y), optim.SGD(list(model.named_parameters()), lr=0.01), epochs=1, verbose=0,
+        callbacks=[own], checkpoint=str(tmp_path / "plain.h5"),
+        checkpoint_info={"class_names": ["a", "b"], "preprocess": "tf"})
+    assert load_checkpoint(str(tmp_path / "own.h5"))["info"] == {"class_names": ["a", "b"], "preprocess": "caffe",
+                                                                 "note": "mine"}
+    assert load_checkpoint(str(tmp_path / "plain.h5"))["info"] == {"class_names": ["a", "b"], "preprocess": "tf"}
