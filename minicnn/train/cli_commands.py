@@ -5,8 +5,12 @@ lists them in the form minicnn.cli's registry expects (it imports
 ``minicnn.train.cli``, which re-exports this).
 
     minicnn train --dataset ham10000 --data DIR --preset last_block [--weights FILE] --out runs/ham
-    minicnn evaluate runs/ham/best.h5 --data DIR            # the saved test split, per-class table
+    minicnn evaluate runs/ham/best.h5                       # the saved test split, per-class table
     minicnn predict runs/ham/best.h5 IMG.jpg ... [--gradcam cam.png]
+
+Checkpoints carry ``info`` (``run_info``): class names, image size, preprocessing,
+model, data set layout and folder, test-split fingerprint. evaluate and predict take
+their defaults from it and refuse a flag that contradicts it.
 """
 
 from __future__ import annotations
