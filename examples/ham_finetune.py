@@ -32,11 +32,12 @@ import numpy as np
 import minicnn
 from minicnn import metrics as M
 from minicnn import optim
-from minicnn.data import HAM10000, DataLoader, split, synthetic
+from minicnn.data import HAM10000, DataLoader, save_split, split, synthetic
 from minicnn.experiments.published import published_table
 from minicnn.io import WeightsError
 from minicnn.models import imagenet_weights_path, vgg16
-from minicnn.train import EarlyStopping, apply_preset, evaluate, fit
+from minicnn.train import CSVLogger, EarlyStopping, ModelCheckpoint, apply_preset, evaluate, fit
+from minicnn.train.cli_commands import run_info
 from minicnn.train.explain import report_figures
 
 
@@ -103,9 +104,18 @@ def main(argv=None) -> int:
         opt = optim.Adam(params, lr=1e-3)
     else:
         opt = optim.SGD(params, lr=args.lr or 1e-4, momentum=0.9)
+    # the same files as `minicnn train`, each checkpoint self-describing, so
+    # `minicnn evaluate OUT/best.h5` needs no flags
+    os.makedirs(args.out, exist_ok=True)
+    save_split(os.path.join(args.out, "split.csv"), (train, val, test))
+    last, best = os.path.join(args.out, "last.h5"), os.path.join(args.out, "best.h5")
+    info = run_info("ham10000", root, ds.class_names, size, "caffe", "vgg16", test, preset=args.preset)
     history = fit(model, loader(train, shuffle=True), loader(val), opt, epochs=epochs,
-                  callbacks=[EarlyStopping("val_accuracy", patience=5, restore_best_weights=True)] + plan.callbacks(),
-                  checkpoint=os.path.join(args.out, "last.h5"))
+                  callbacks=[EarlyStopping("val_accuracy", patience=5, restore_best_weights=True),
+                             CSVLogger(os.path.join(args.out, "history.csv")),
+                             ModelCheckpoint(best, monitor="val_accuracy", save_best_only=True)] + plan.callbacks(),
+                  checkpoint=last, checkpoint_info=info)
+    print(f"wrote {best} (best val accuracy), {last} (last epoch), history.csv and split.csv in {args.out}")
 
     # 5. report
     result = evaluate(model, loader(test))

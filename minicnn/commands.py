@@ -6,13 +6,18 @@ the import order (it uses train, models and experiments; nothing imports it but
 the registry), which is why it is not inside ``minicnn.train``.
 
     minicnn train --dataset ham10000 --data DIR --preset last_block [--weights FILE] --out runs/ham
-    minicnn evaluate runs/ham/best.h5 --data DIR            # the saved test split, per-class table
+    minicnn evaluate runs/ham/best.h5                       # the saved test split, per-class table
     minicnn predict runs/ham/best.h5 IMG.jpg ... [--gradcam cam.png]
+
+Checkpoints carry ``info`` (``run_info``): class names, image size, preprocessing,
+model, data set layout and folder, test-split fingerprint. evaluate and predict take
+their defaults from it and refuse a flag that contradicts it.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import sys
@@ -53,6 +58,37 @@ def _loader(ds, batch_size, shuffle=False, seed=0, augment=False, preprocess="tf
     return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, seed=seed, workers=workers,
                       augment=Augment.standard(seed=seed) if augment else None, preprocess=preprocess,
                       progress=False)
+
+
+def split_fingerprint(subset) -> str:
+    """sha256 of the sorted sample ids of ``subset``: equal only for the same images, in any order."""
+    return hashlib.sha256("\n".join(sorted(subset.sources())).encode()).hexdigest()
+
+
+def run_info(dataset: str, data_root: str, class_names, image_size: int, preprocess: str, model: str,
+             test=None, **extra) -> dict:
+    """What a checkpoint must carry to be used later with no flags (stored as its ``info``).
+
+    dataset: the layout (``DATASETS``); data_root: the folder read; model: "vgg16" or
+    "tiny" (rebuild_model uses it, and the vgg16 config saved beside the weights);
+    test: the test subset, whose fingerprint lets ``evaluate`` refuse another split.
+    """
+    info = {"class_names": [str(c) for c in class_names], "image_size": int(image_size),
+            "preprocess": preprocess, "model": model, "dataset": dataset.removeprefix("synthetic-"),
+            "data": os.path.abspath(data_root)}
+    if test is not None:
+        info["test_fingerprint"] = split_fingerprint(test)
+    info.update(extra)
+    return info
+
+
+def _check_flag(info: dict, key: str, flag: str, given, path: str):
+    """The checkpoint's value unless ``given`` contradicts it (then a ValueError naming both)."""
+    stored = info.get(key)
+    if given is not None and stored is not None and given != stored:
+        raise ValueError(f"{flag} {given} contradicts {path}, which was trained with {flag} {stored}; "
+                         f"leave {flag} out to use the checkpoint's value")
+    return given if given is not None else stored
 
 
 def rebuild_model(path: str):
@@ -135,13 +171,13 @@ def train_run(args: argparse.Namespace) -> int:
         optim.Adam(params, lr=args.lr)
     last, best = os.path.join(args.out, "last.h5"), os.path.join(args.out, "best.h5")
     callbacks = [CSVLogger(os.path.join(args.out, "history.csv")),
-                 ModelCheckpoint(best, monitor="val_accuracy", save_best_only=True)]
+                 ModelCheckpoint(best, monitor="val_accuracy", save_best_only=True)]  # info: fit's
     if args.patience > 0:
         callbacks.insert(0, EarlyStopping("val_accuracy", patience=args.patience, restore_best_weights=True,
                                           start_from_epoch=plan.unfreeze_at_epoch or 0))
     callbacks += plan.callbacks()
-    info = {"class_names": list(ds.class_names), "image_size": args.image_size, "preprocess": args.preprocess,
-            "model": args.model, "preset": args.preset, "dataset": args.dataset}
+    info = run_info(args.dataset, ds.root, ds.class_names, args.image_size, args.preprocess, args.model, test,
+                    preset=args.preset)
     cw = class_weights(train.labels, "balanced")[0] if args.class_weight == "balanced" else None
     if args.resume and not os.path.exists(last):
         raise FileNotFoundError(f"--resume: no checkpoint {last} to continue from")
@@ -176,15 +212,34 @@ def _print_report(result: dict, class_names: list[str], what: str) -> None:
     print(M.confusion_matrix(result["y_true"], result["y_pred"], len(class_names)))
 
 
+def _override_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--preprocess", choices=["tf", "caffe", "torch"],
+                   help="pixel scaling (default: the checkpoint's; a different value is refused)")
+    p.add_argument("--image-size", type=int, help="input size (default: the checkpoint's; a different value "
+                                                  "is refused)")
+
+
+def _settings(args: argparse.Namespace, info: dict, model) -> tuple[str, int]:
+    """(preprocess mode, image size): the checkpoint's, with flags that agree with it."""
+    path = args.checkpoint
+    preprocess = _check_flag(info, "preprocess", "--preprocess", args.preprocess, path)
+    if preprocess is None:
+        print(f"warning: {path} does not say how its images were preprocessed; assuming 'tf' "
+              "(give --preprocess)", file=sys.stderr)
+        preprocess = "tf"
+    size = _check_flag(info, "image_size", "--image-size", args.image_size, path)
+    return preprocess, int(size or model.input_shape[1])
+
+
 def evaluate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoint", help="a checkpoint written by `minicnn train` (best.h5 / last.h5)")
-    p.add_argument("--data", help="data set folder (default: the one the checkpoint was trained on is not "
-                                  "stored; give it)")
+    p.add_argument("--data", help="data set folder (default: the one the checkpoint was trained on)")
     p.add_argument("--dataset", choices=DATASETS, help="layout of --data (default: as trained)")
     p.add_argument("--split-file", help="split CSV (default: split.csv beside the checkpoint)")
     p.add_argument("--part", default="test", choices=["train", "val", "test", "all"])
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--confusion", help="also write the confusion matrix as a PNG here")
+    _override_arguments(p)
 
 
 def evaluate_run(args: argparse.Namespace) -> int:
@@ -196,19 +251,27 @@ def evaluate_run(args: argparse.Namespace) -> int:
     if not os.path.exists(args.checkpoint):
         raise FileNotFoundError(f"checkpoint not found: {args.checkpoint}")
     model, info = rebuild_model(args.checkpoint)
-    kind = args.dataset or info.get("dataset")
+    given = args.dataset.removeprefix("synthetic-") if args.dataset else None
+    kind = _check_flag(info, "dataset", "--dataset", given, args.checkpoint)
     if kind is None:
         raise ValueError("--dataset is required (the checkpoint does not say how it was trained)")
-    size = int(info.get("image_size") or model.input_shape[1])
+    preprocess, size = _settings(args, info, model)
     out = os.path.dirname(os.path.abspath(args.checkpoint))
-    ds = _open_dataset(kind, args.data, size, out)
+    ds = _open_dataset(args.dataset or kind, args.data or info.get("data"), size, out)
+    if info.get("class_names") and list(ds.class_names) != info["class_names"]:
+        raise ValueError(f"the data set's classes {list(ds.class_names)} differ from the checkpoint's "
+                         f"{info['class_names']} ({args.checkpoint})")
     data = ds
     if args.part != "all":
         split_file = args.split_file or os.path.join(out, "split.csv")
         if not os.path.exists(split_file):
             raise FileNotFoundError(f"split file not found: {split_file} (give --split-file or --part all)")
         data = load_split(split_file, ds)[args.part]
-    result = evaluate(model, _loader(data, args.batch_size, preprocess=info.get("preprocess", "tf")))
+        stored = info.get("test_fingerprint")
+        if args.part == "test" and stored and split_fingerprint(data) != stored:
+            raise ValueError(f"{split_file}: its test split is not the one {args.checkpoint} was tested on "
+                             "(fingerprints differ)")
+    result = evaluate(model, _loader(data, args.batch_size, preprocess=preprocess))
     _print_report(result, list(ds.class_names), f"{args.part} split")
     if args.confusion:
         figures.confusion_matrix(M.confusion_matrix(result["y_true"], result["y_pred"], len(ds.class_names)),
@@ -227,6 +290,7 @@ def predict_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--layer", help="Grad-CAM layer (default: block5_conv3, else the last convolution)")
     p.add_argument("--top", type=int, default=3, help="classes to list per image")
     p.add_argument("--json", action="store_true", help="print JSON lines instead of text")
+    _override_arguments(p)
 
 
 def predict_run(args: argparse.Namespace) -> int:
@@ -241,12 +305,12 @@ def predict_run(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"checkpoint not found: {args.checkpoint}")
     model, info = rebuild_model(args.checkpoint)
     names = info.get("class_names") or [str(i) for i in range(model.output_shape[-1])]
-    size = int(info.get("image_size") or model.input_shape[1])
+    preprocess, size = _settings(args, info, model)
     for path in args.images:
         if not os.path.exists(path):
             raise FileNotFoundError(f"image not found: {path}")
     raw = np.stack([decode_image(p, (size, size)) for p in args.images])
-    x = preprocess_input(raw, mode=info.get("preprocess", "tf"))
+    x = preprocess_input(raw, mode=preprocess)
     probs = predict(model, x)
     layer = args.layer or last_conv_layer(model)
     for k, (path, p) in enumerate(zip(args.images, probs)):

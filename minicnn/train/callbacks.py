@@ -136,13 +136,18 @@ class ModelCheckpoint(_Monitor):
     ``"runs/ckpt-{epoch:02d}-{val_accuracy:.3f}.h5"``. Files are written to a
     temporary name and renamed, so an interrupted write never leaves a broken
     checkpoint behind.
+
+    ``info``: JSON-able facts written into each checkpoint as its ``info`` (class names,
+    image size, preprocessing, ...: see minicnn.train.cli_commands.run_info), over
+    those given to ``fit(checkpoint_info=...)``; ``minicnn evaluate``/``predict`` read them.
     """
 
     def __init__(self, filepath: str | os.PathLike, monitor: str = "val_accuracy", save_best_only: bool = False,
-                 mode: str = "auto"):
+                 mode: str = "auto", info: dict | None = None):
         super().__init__(monitor, mode, 0.0)
         self.filepath = os.fspath(filepath)
         self.save_best_only = save_best_only
+        self.info = dict(info or {})
         self.last_saved: str | None = None
 
     def on_epoch_end(self, trainer, epoch, logs):
@@ -153,7 +158,12 @@ class ModelCheckpoint(_Monitor):
             self.best = value
         path = self.filepath.format(epoch=epoch + 1, **logs)
         self.last_saved = path
-        trainer.save_state(path)
+        shared = trainer.info
+        trainer.info = {**shared, **self.info}   # the trainer writes its .info; ours only for this file
+        try:
+            trainer.save_state(path)
+        finally:
+            trainer.info = shared
 
     def state_dict(self):
         return {"best": self.best, "last_saved": self.last_saved}
