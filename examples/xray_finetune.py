@@ -37,7 +37,7 @@ from minicnn.experiments.published import published_table
 from minicnn.io import WeightsError
 from minicnn.models import imagenet_weights_path, vgg16
 from minicnn.train import CSVLogger, EarlyStopping, ModelCheckpoint, apply_preset, evaluate, fit
-from minicnn.train.cli_commands import run_info
+from minicnn.commands import run_info
 from minicnn.train.explain import report_figures
 
 

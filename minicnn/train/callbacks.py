@@ -138,7 +138,7 @@ class ModelCheckpoint(_Monitor):
     checkpoint behind.
 
     ``info``: JSON-able facts written into each checkpoint as its ``info`` (class names,
-    image size, preprocessing, ...: see minicnn.train.cli_commands.run_info), over
+    image size, preprocessing, ...: see minicnn.commands.run_info), over
     those given to ``fit(checkpoint_info=...)``; ``minicnn evaluate``/``predict`` read them.
     """
 
