@@ -17,7 +17,7 @@ import sys
 
 from minicnn.io.errors import WeightsError
 
-COMMAND_MODULES = ("minicnn.train.cli", "minicnn.experiments.cli")
+COMMAND_MODULES = ("minicnn.train.cli", "minicnn.experiments.cli", "minicnn.io.onnx_cli")
 
 
 # ---- info -------------------------------------------------------------------------------
