@@ -32,12 +32,12 @@ import numpy as np
 import minicnn
 from minicnn import metrics as M
 from minicnn import optim
+from minicnn.commands import run_info
 from minicnn.data import HAM10000, DataLoader, save_split, split, synthetic
 from minicnn.experiments.published import published_table
 from minicnn.io import WeightsError
 from minicnn.models import imagenet_weights_path, vgg16
 from minicnn.train import CSVLogger, EarlyStopping, ModelCheckpoint, apply_preset, evaluate, fit
-from minicnn.commands import run_info
 from minicnn.train.explain import report_figures
 
 

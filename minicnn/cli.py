@@ -17,7 +17,7 @@ import sys
 
 from minicnn.io.errors import WeightsError
 
-COMMAND_MODULES = ("minicnn.commands", "minicnn.experiments.cli")
+COMMAND_MODULES = ("minicnn.commands", "minicnn.experiments.cli", "minicnn.onnx_command")
 
 
 # ---- info -------------------------------------------------------------------------------

@@ -15,8 +15,10 @@ from minicnn.io.checkpoint import load_checkpoint, read_checkpoint_weights, save
 from minicnn.io.errors import WeightsError
 from minicnn.io.keras_h5 import FORMAT_NAMES, KerasWeightsFile, LayerWeights, read_keras_weights
 from minicnn.io.load import LoadReport, load_keras_weights
+from minicnn.io.onnx_export import OnnxError, export_onnx
 from minicnn.io.save import save_keras_weights
 
 __all__ = ["FORMAT_NAMES", "KerasWeightsFile", "LayerWeights", "LoadReport", "WeightsError", "load_checkpoint",
            "load_keras_weights", "read_checkpoint_weights", "read_keras_weights", "save_checkpoint",
            "save_keras_weights"]
+__all__ += ["OnnxError", "export_onnx"]  # ONNX export (the onnx extra; onnx is imported on first use)
