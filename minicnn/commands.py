@@ -149,13 +149,13 @@ def train_run(args: argparse.Namespace) -> int:
     from minicnn.train import CSVLogger, EarlyStopping, ModelCheckpoint, apply_preset, evaluate, fit
 
     ds = _open_dataset(args.dataset, args.data, args.image_size, args.out)
-    os.makedirs(args.out, exist_ok=True)
     split_file = os.path.join(args.out, "split.csv")
     if args.resume and os.path.exists(split_file):
         parts = load_split(split_file, ds)
         train, val, test = parts["train"], parts["val"], parts["test"]
     else:
-        train, val, test = split(ds, (0.6, 0.2, 0.2), by=args.split_by, seed=args.seed)
+        train, val, test = split(ds, (0.6, 0.2, 0.2), by=args.split_by, seed=args.seed)  # checked: no empty part
+        os.makedirs(args.out, exist_ok=True)
         save_split(split_file, (train, val, test))
     minicnn.seed(args.seed)
     weights = None

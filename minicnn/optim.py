@@ -3,6 +3,13 @@
 The update rules are the backend's kernels (in place on each weight); the
 classes here only keep hyper-parameters and state. Parameters whose
 ``trainable`` is False are skipped entirely: no step, no weight decay.
+
+Gradient clipping, as Keras' optimizers define it (at most one of the three;
+applied to a copy of the gradient before the update, ``p.grad`` is left as is):
+
+    clipnorm         g <- g * c / max(||g||_2, c)          each parameter on its own
+    global_clipnorm  g <- g * c / max(sqrt(sum ||g_i||^2), c)   over all trained parameters
+    clipvalue        g <- clip(g, -c, c)                    elementwise
 """
 
 from __future__ import annotations
@@ -38,16 +45,50 @@ def _param_groups(params, defaults: dict) -> list:
     return groups
 
 
+def _check_clip(owner: str, clip: dict) -> tuple[str, float] | None:
+    """The one clipping setting that is not None, as (name, value), after checking it is finite and > 0."""
+    given = {k: v for k, v in clip.items() if v is not None}
+    if len(given) > 1:
+        raise ValueError(f"{owner}: only one of clipnorm, global_clipnorm and clipvalue may be set, "
+                         f"got {sorted(given)}")
+    for key, value in given.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)) \
+                or not math.isfinite(value) or value <= 0:
+            raise ValueError(f"{owner}: {key} must be a finite number > 0, got {value!r}")
+        return key, float(value)
+    return None
+
+
+def _norm(xp, g) -> float:
+    """L2 norm of ``g``, accumulated in float64 (fc1's 10^8 float32 squares would lose digits otherwise)."""
+    return math.sqrt(float(xp.sum(xp.square(g), dtype=xp.float64)))
+
+
 class Optimizer:
     defaults: typing.ClassVar[dict] = {}
     state_keys: tuple = ()
 
-    def __init__(self, params, **settings):
+    def __init__(self, params, clipnorm: float | None = None, global_clipnorm: float | None = None,
+                 clipvalue: float | None = None, **settings):
         for key, value in settings.items():
             if key in ("lr", "eps") and not value > 0 or key in ("momentum", "weight_decay") and value < 0:
                 raise ValueError(f"{type(self).__name__}: {key} must be positive, got {value!r}")
+        self.clip = _check_clip(type(self).__name__, {"clipnorm": clipnorm, "global_clipnorm": global_clipnorm,
+                                                      "clipvalue": clipvalue})
         self.param_groups = _param_groups(params, {**self.defaults, **settings})
         self.state: dict = {}  # "g.k" -> {"step": int, buffers...}
+
+    def _clipped(self, trained: list) -> list:
+        """The gradients of ``trained`` [(backend, p)] after the clipping asked for (new arrays if changed)."""
+        kind, c = self.clip
+        if kind == "clipvalue":
+            return [b.xp.clip(p.grad, -c, c) for b, p in trained]
+        norms = [_norm(b.xp, p.grad) for b, p in trained]
+        if kind == "global_clipnorm":
+            total = math.sqrt(sum(n * n for n in norms))
+            norms = [total] * len(trained)
+        # scale only where the norm exceeds c: g * c / max(norm, c)
+        return [p.grad if n <= c else p.grad * p.grad.dtype.type(c / n) for (_, p), n in zip(trained, norms)]
 
     @property
     def lr(self) -> float:
@@ -64,6 +105,7 @@ class Optimizer:
                 p.grad = None
 
     def step(self) -> None:
+        work = []  # (key, group, backend, p) for every parameter that is trained this step
         for g, group in enumerate(self.param_groups):
             for k, p in enumerate(group["params"]):
                 if not p.trainable or p.grad is None:
@@ -71,13 +113,14 @@ class Optimizer:
                 if tuple(p.grad.shape) != p.shape:
                     raise ValueError(f"{group['names'][k]}: gradient shape {tuple(p.grad.shape)} does not "
                                      f"match the parameter's {p.shape}")
-                key = f"{g}.{k}"
-                if key not in self.state:
-                    xp = get_backend(p.device).xp
-                    self.state[key] = {"step": 0, **{b: xp.zeros_like(p.data) for b in self.state_keys}}
-                state = self.state[key]
-                state["step"] += 1
-                self.update(get_backend(p.device), p.data, p.grad, state, group)
+                work.append((f"{g}.{k}", group, get_backend(p.device), p))
+        grads = self._clipped([(b, p) for _, _, b, p in work]) if self.clip else [p.grad for *_, p in work]
+        for (key, group, backend, p), grad in zip(work, grads):
+            if key not in self.state:
+                self.state[key] = {"step": 0, **{b: backend.xp.zeros_like(p.data) for b in self.state_keys}}
+            state = self.state[key]
+            state["step"] += 1
+            self.update(backend, p.data, grad, state, group)
 
     def state_dict(self) -> dict:
         """Hyper-parameters and buffers as NumPy arrays and plain numbers (HDF5-storable)."""
@@ -127,8 +170,10 @@ class SGD(Optimizer):
     state_keys = ("velocity",)
 
     def __init__(self, params, lr: float = 0.01, momentum: float = 0.0, nesterov: bool = False,
-                 weight_decay: float = 0.0):
-        super().__init__(params, lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay)
+                 weight_decay: float = 0.0, clipnorm: float | None = None, global_clipnorm: float | None = None,
+                 clipvalue: float | None = None):
+        super().__init__(params, clipnorm, global_clipnorm, clipvalue, lr=lr, momentum=momentum,
+                         nesterov=nesterov, weight_decay=weight_decay)
 
     def update(self, backend, p, g, state, group):
         backend.sgd_update(p, g, state["velocity"], group["lr"], group["momentum"], bool(group["nesterov"]),
@@ -141,8 +186,10 @@ class Adam(Optimizer):
     defaults: typing.ClassVar[dict] = {"lr": 1e-3, "beta1": 0.9, "beta2": 0.999, "eps": 1e-7}
     state_keys = ("m", "v")
 
-    def __init__(self, params, lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-7):
-        super().__init__(params, lr=lr, beta1=beta1, beta2=beta2, eps=eps)
+    def __init__(self, params, lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-7,
+                 clipnorm: float | None = None, global_clipnorm: float | None = None,
+                 clipvalue: float | None = None):
+        super().__init__(params, clipnorm, global_clipnorm, clipvalue, lr=lr, beta1=beta1, beta2=beta2, eps=eps)
 
     def update(self, backend, p, g, state, group):
         backend.adam_update(p, g, state["m"], state["v"], state["step"], group["lr"], group["beta1"],

@@ -155,7 +155,11 @@ def test_split_properties(sizes, n_classes, seed, fractions):
     groups = np.repeat([f"g{i}" for i in range(len(sizes))], sizes)
     ds = ArrayDataset(np.zeros((len(labels), 1, 1, 3), np.uint8), labels, [str(c) for c in range(n_classes)],
                       groups=groups)
-    parts = split(ds, fractions, seed=seed)
+    try:
+        parts = split(ds, fractions, seed=seed)
+    except DatasetError as err:    # too few groups for the fractions: refused (tests/test_faults_inputs.py)
+        assert "would be empty" in str(err) or "the train part has no image" in str(err)
+        return
     assert sorted(np.concatenate([p.indices for p in parts]).tolist()) == list(range(len(ds)))
     check_no_leakage(*parts)
     for c in range(n_classes):

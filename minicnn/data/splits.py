@@ -11,12 +11,18 @@ splits.
 
 ``by="image"`` does the same with every image its own group: the thesis
 protocol (60/20/20 by image), which leaks near-copies of a lesion across splits.
+
+A data set too small for the split is refused before anyone trains on it: a
+part with a positive fraction that would be empty, or a class with no sample
+in the training part, is a DatasetError naming the part (and the class); a
+class absent from another part only warns (its recall there is undefined).
 """
 
 from __future__ import annotations
 
 import csv
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -57,9 +63,33 @@ def split(dataset: Dataset, fractions: Sequence[float] = (0.6, 0.2, 0.2), by: st
     part = part_of_group[group_of]
     names = DEFAULT_NAMES.get(len(fractions), tuple(f"split{i}" for i in range(len(fractions))))
     subsets = tuple(Subset(dataset, np.flatnonzero(part == i), name=names[i]) for i in range(len(fractions)))
+    _check_parts(dataset, subsets, fractions, by, n_groups)
     if by == "group":
         check_no_leakage(*subsets)
     return subsets
+
+
+def _check_parts(dataset: Dataset, subsets: tuple, fractions: np.ndarray, by: str, n_groups: int) -> None:
+    """Refuse an empty part or a class missing from training; warn when a class misses another part."""
+    asked = "/".join(f"{s.name} {f:g}" for s, f in zip(subsets, fractions))
+    unit = "group" if by == "group" else "image"
+    root = getattr(dataset, "root", None)
+    where = f"{root} {dataset!r}" if root else repr(dataset)
+    for s, f in zip(subsets, fractions):
+        if f > 0 and len(s) == 0:
+            raise DatasetError(f"{where}: too small for the split {asked} by {unit}: the {s.name} part "
+                               f"would be empty ({len(dataset)} images"
+                               + (f" in {n_groups} groups" if by == "group" else "")
+                               + "); add images or change the fractions")
+    present = np.flatnonzero(np.bincount(dataset.labels, minlength=dataset.num_classes))
+    for s, f in zip(subsets, fractions):
+        missing = [dataset.class_names[c] for c in np.setdiff1d(present, s.labels)]
+        if f > 0 and missing:
+            message = (f"{where}: split {asked} by {unit}: the {s.name} part has no image of class(es) "
+                       f"{missing} (too few {unit}s of them)")
+            if s is subsets[0]:
+                raise DatasetError(message + "; a model cannot learn a class it never sees")
+            warnings.warn(message, stacklevel=3)
 
 
 def check_no_leakage(*subsets: Dataset) -> None:
