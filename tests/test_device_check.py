@@ -58,3 +58,19 @@ def test_an_unknown_argument_is_refused(tmp_path):
                          capture_output=True, text=True, timeout=60)
     assert run.returncode == 2
     assert "--fast" in run.stderr
+
+
+def test_the_step_check_flags_a_weight_whose_update_differs():
+    import sys
+
+    import numpy as np
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import gpu_step_check
+
+    before = {"a": np.zeros(4, np.float32), "b": np.ones(3, np.float32)}
+    cpu = {"a": np.full(4, 0.1, np.float32), "b": np.full(3, 0.9, np.float32)}   # updates 0.1, -0.1
+    gpu = {"a": cpu["a"] * (1 + 1e-3), "b": cpu["b"] + np.float32(0.01)}          # b's update off by 10%
+    result = gpu_step_check.compare(cpu, gpu, before, rtol=2e-2, atol=1e-6)
+    assert result["out_of_tolerance"] == ["b"]
+    assert result["worst_layer"] == "b"
+    assert result["worst_update_error"] == pytest.approx(0.1, rel=1e-3)
