@@ -238,8 +238,12 @@ def softmax_cross_entropy(logits, labels, class_weight=None):
 
 def softmax_cross_entropy_backward(logits, labels, class_weight=None, scale=1.0):
     """d loss_sum / d logits = (softmax - onehot) * weight[label] * scale."""
-    p = np.exp(log_softmax(logits))
-    g = p.copy()
+    return softmax_cross_entropy_grad(np.exp(log_softmax(logits)), labels, class_weight, scale)
+
+
+def softmax_cross_entropy_grad(probs, labels, class_weight=None, scale=1.0):
+    """The same gradient from the softmax probabilities the forward pass already made."""
+    g = np.array(probs, np.float64)
     for r, k in enumerate(labels):
         g[r, k] -= 1.0
         g[r] *= (1.0 if class_weight is None else float(class_weight[k])) * scale

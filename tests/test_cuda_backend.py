@@ -1,4 +1,4 @@
-"""The "cuda-sim" device gives the same numbers as "cpu" through the public API.
+"""The "cuda-sim" and "reference" devices give the same numbers as "cpu" through the public API.
 
 Every functional op (forward and backward), both optimizers, and one training
 step of a small CNN, run once on each device from the same inputs; float32
@@ -22,7 +22,8 @@ from minicnn import Tensor, nn, optim
 from minicnn.backends import get_backend
 
 ROOT = Path(__file__).resolve().parents[1]
-DEVICES = ("cpu", "cuda-sim")
+DEVICES = ("cpu", "cuda-sim", "reference")
+OTHERS = DEVICES[1:]      # each checked against "cpu"
 TOL = {"rtol": 1e-4, "atol": 1e-5}
 
 
@@ -44,10 +45,12 @@ def run_on(device, fn, arrays, seed=0):
 
 def assert_same_on_devices(fn, *arrays):
     results = {device: run_on(device, fn, arrays) for device in DEVICES}
-    (y_cpu, g_cpu), (y_sim, g_sim) = results["cpu"], results["cuda-sim"]
-    assert_close(y_sim, y_cpu, **TOL)
-    for a, b in zip(g_sim, g_cpu):
-        assert_close(a, b, **TOL)
+    y_cpu, g_cpu = results["cpu"]
+    for device in OTHERS:
+        y_dev, g_dev = results[device]
+        assert_close(y_dev, y_cpu, **TOL)
+        for a, b in zip(g_dev, g_cpu):
+            assert_close(a, b, **TOL)
 
 
 def rand(*shape, seed=0):
@@ -102,8 +105,9 @@ def test_optimizer_same_on_cuda_sim_as_cpu(make):
                 p.grad = get_backend(device).asarray(g)
             opt.step()
         final[device] = [p.numpy() for p in params]
-    for a, b in zip(final["cuda-sim"], final["cpu"]):
-        assert_close(a, b, **TOL)
+    for device in OTHERS:
+        for a, b in zip(final[device], final["cpu"]):
+            assert_close(a, b, **TOL)
 
 
 def small_cnn(prefix):
@@ -136,13 +140,14 @@ def test_one_training_step_same_on_cuda_sim_as_cpu():
         opt.step()
         results[device] = loss.item(), grads, {name: a.copy() for name, a in model.state_dict().items()}
     loss_cpu, grads_cpu, after_cpu = results["cpu"]
-    loss_sim, grads_sim, after_sim = results["cuda-sim"]
-    assert loss_sim == pytest.approx(loss_cpu, rel=1e-5)
-    assert set(after_sim) == set(after_cpu) == set(start)
-    for name, before in start.items():
-        assert_close(grads_sim[name], grads_cpu[name], **TOL)
-        assert_close(after_sim[name], after_cpu[name], **TOL)
-        assert not np.allclose(after_cpu[name], before)   # the step changed every weight
+    for device in OTHERS:
+        loss_dev, grads_dev, after_dev = results[device]
+        assert loss_dev == pytest.approx(loss_cpu, rel=1e-5)
+        assert set(after_dev) == set(after_cpu) == set(start)
+        for name, before in start.items():
+            assert_close(grads_dev[name], grads_cpu[name], **TOL)
+            assert_close(after_dev[name], after_cpu[name], **TOL)
+            assert not np.allclose(after_cpu[name], before)   # the step changed every weight
 
 
 def test_tensor_moves_between_cpu_and_cuda_sim():

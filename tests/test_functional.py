@@ -167,17 +167,18 @@ GRAD_CASES = {
 }
 
 
+@pytest.mark.parametrize("device", ["cpu", "reference"])
 @pytest.mark.parametrize("name", sorted(GRAD_CASES))
-def test_gradient_check(name):
+def test_gradient_check(name, device):
     fn, shapes = GRAD_CASES[name]
     arrays = [rng.standard_normal(s) for s in shapes]
     weights = np.asarray(rng.standard_normal(fn(*arrays).shape))
 
     def scalar(*xs):
-        return float((fn(*[Tensor(x) for x in xs]).numpy() * weights).sum())
+        return float((fn(*[Tensor(x, device=device) for x in xs]).numpy() * weights).sum())
 
-    tensors = [Tensor(a.copy(), requires_grad=True) for a in arrays]
-    (fn(*tensors) * Tensor(weights)).sum().backward()
+    tensors = [Tensor(a.copy(), requires_grad=True, device=device) for a in arrays]
+    (fn(*tensors) * Tensor(weights, device=device)).sum().backward()
     for i, t in enumerate(tensors):
         assert_close(t.grad, numeric_gradient(scalar, [a.copy() for a in arrays], i), rtol=1e-5, atol=1e-7)
 

@@ -10,17 +10,17 @@ from minicnn import Tensor
 rng = np.random.default_rng(0)
 
 
-def grad_check(fn, *shapes, positive=False, atol=1e-6):
+def grad_check(fn, *shapes, positive=False, atol=1e-6, device="cpu"):
     """Compare autograd with central differences for scalar sum(w * fn(*inputs))."""
     arrays = [rng.uniform(0.5, 2.0, s) if positive else rng.standard_normal(s) for s in shapes]
-    out_shape = fn(*[Tensor(a) for a in arrays]).shape
+    out_shape = fn(*[Tensor(a, device=device) for a in arrays]).shape
     weights = np.asarray(rng.standard_normal(out_shape))
 
     def scalar(*xs):
-        return float((fn(*[Tensor(x) for x in xs]).numpy() * weights).sum())
+        return float((fn(*[Tensor(x, device=device) for x in xs]).numpy() * weights).sum())
 
-    tensors = [Tensor(a.copy(), requires_grad=True) for a in arrays]
-    (fn(*tensors) * Tensor(weights)).sum().backward()
+    tensors = [Tensor(a.copy(), requires_grad=True, device=device) for a in arrays]
+    (fn(*tensors) * Tensor(weights, device=device)).sum().backward()
     for i, t in enumerate(tensors):
         assert_close(t.grad, numeric_gradient(scalar, [a.copy() for a in arrays], i), atol=atol)
 
@@ -43,11 +43,12 @@ def test_unary_ops_differentiate(op, positive):
     grad_check(op, (2, 3, 4), positive=positive)
 
 
+@pytest.mark.parametrize("device", ["cpu", "reference"])     # 2-D products go through the backend
 @pytest.mark.parametrize("shapes", [((3, 4), (4, 5)), ((1, 7), (7, 1)), ((2, 3, 4), (4, 2))])
-def test_matmul(shapes):
-    grad_check(lambda a, b: a @ b, *shapes)
+def test_matmul(shapes, device):
+    grad_check(lambda a, b: a @ b, *shapes, device=device)
     a, b = rng.standard_normal(shapes[0]), rng.standard_normal(shapes[1])
-    assert_close((Tensor(a) @ Tensor(b)).numpy(), a @ b)
+    assert_close((Tensor(a, device=device) @ Tensor(b, device=device)).numpy(), a @ b)
 
 
 def test_forward_values_match_numpy():

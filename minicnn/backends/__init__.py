@@ -1,7 +1,8 @@
 """Device backends: one module per device tag, all with the same functions.
 
-A Tensor carries a device tag ("cpu", "cuda", "cuda-sim"); every Function asks
-``get_backend(tag)`` for the module that computes on that device. Functions
+A Tensor carries a device tag ("cpu", "cuda", "cuda-sim", "reference"); every Function asks
+``get_backend(tag)`` for the module that computes on that device ("reference" runs the
+plain loops of kernels/reference.py, to read and step through). Functions
 see arrays, never Tensors. A backend module provides:
 
     name, xp                      the tag and the array module (numpy or cupy)
@@ -27,9 +28,9 @@ from __future__ import annotations
 
 import importlib
 
-DEVICES = ("cpu", "cuda", "cuda-sim")
+DEVICES = ("cpu", "cuda", "cuda-sim", "reference")
 _MODULES = {"cpu": "minicnn.backends.cpu", "cuda": "minicnn.backends.cuda",
-            "cuda-sim": "minicnn.backends.cuda_sim"}
+            "cuda-sim": "minicnn.backends.cuda_sim", "reference": "minicnn.backends.reference"}
 _loaded: dict = {}
 
 
