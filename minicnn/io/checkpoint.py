@@ -125,16 +125,15 @@ def decode_tree(group: h5py.Group):
 
 # ---- atomic writing ---------------------------------------------------------------------
 
-def atomic_h5_write(path: str | os.PathLike, write) -> None:
-    """Call ``write(h5py.File)`` on a temporary file next to ``path``, fsync it, then rename it over ``path``."""
+def atomic_write(path: str | os.PathLike, write) -> None:
+    """Call ``write(tmp_path)`` to fill a temporary file next to ``path``, fsync it, then rename it
+    over ``path``: a reader sees the old file or the new one, never a torn one."""
     path = os.path.abspath(os.fspath(path))
     directory = os.path.dirname(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
     os.close(fd)
     try:
-        with h5py.File(tmp, "w") as f:
-            write(f)
-            f.flush()
+        write(tmp)
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
@@ -148,6 +147,15 @@ def atomic_h5_write(path: str | os.PathLike, write) -> None:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
+
+
+def atomic_h5_write(path: str | os.PathLike, write) -> None:
+    """Call ``write(h5py.File)`` on a temporary file next to ``path``, then rename it over ``path``."""
+    def fill(tmp: str) -> None:
+        with h5py.File(tmp, "w") as f:
+            write(f)
+            f.flush()
+    atomic_write(path, fill)
 
 
 # ---- checkpoints ------------------------------------------------------------------------

@@ -16,12 +16,10 @@ Dropout is the identity, as at inference.
 
 from __future__ import annotations
 
-import os
-import tempfile
-
 import numpy as np
 
 from minicnn.functional import _same
+from minicnn.io.checkpoint import atomic_write
 from minicnn.nn.layers import Conv2D, Dense, Dropout, Flatten, GlobalAveragePooling2D, MaxPool2D, ReLU
 
 OPSET = 17
@@ -161,17 +159,8 @@ def export_onnx(model, path, input_shape=None, softmax: bool = False):
     A layer ONNX cannot express raises ``OnnxError`` naming it.
     """
     proto = build_onnx_model(model, input_shape, softmax)
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".onnx-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
+    def fill(tmp: str) -> None:
+        with open(tmp, "wb") as f:
             f.write(proto.SerializeToString())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    atomic_write(path, fill)
     return proto
