@@ -277,7 +277,11 @@ def flatten(x) -> Tensor:
 
 class Dropout(Function):
     def forward(self, x, rate, seed):
-        self.mask = self.backend.dropout_mask(x.shape, rate, seed, 0, x.dtype)
+        # element e of sample i of the global batch gets counter (offset + i) * per_sample + e: a
+        # rank holding samples offset.. of a data-parallel batch draws the single process's masks
+        per_sample = x.size // x.shape[0] if x.ndim and x.shape[0] else 0
+        offset = mrandom.batch_offset() * per_sample
+        self.mask = self.backend.dropout_mask(x.shape, rate, seed, offset, x.dtype)
         return x * self.mask
 
     def backward(self, gy):

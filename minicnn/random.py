@@ -39,3 +39,20 @@ def set_state(state: dict) -> None:
     if state.get("bit_generator") != "PCG64":
         raise ValueError(f"random state is for {state.get('bit_generator')!r}, expected 'PCG64'")
     _generator.bit_generator.state = state
+
+
+# Where this process's batch starts within the global batch of a data-parallel step
+# (minicnn.distributed.data_parallel); 0 in a single process. Dropout numbers its mask
+# elements from here, so a sample's mask is the same whatever the number of ranks.
+_batch_offset = 0
+
+
+def set_batch_offset(samples: int) -> None:
+    """Mark the current batch as starting at sample ``samples`` of the global batch."""
+    global _batch_offset
+    _batch_offset = int(samples)
+
+
+def batch_offset() -> int:
+    """The first sample's position in the global batch (see ``set_batch_offset``)."""
+    return _batch_offset

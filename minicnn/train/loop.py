@@ -27,6 +27,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from minicnn import metrics as M
+from minicnn.distributed.data_parallel import attach as attach_data_parallel
 from minicnn.functional import softmax, softmax_cross_entropy
 from minicnn.tensor import Tensor, no_grad
 from minicnn.train.cache import FeatureCache, frozen_prefix
@@ -120,6 +121,7 @@ class Trainer:
         self.last_checkpoint: str | None = None
         self._completed = 0
         self.info: dict = {}
+        self.parallel = None          # a minicnn.distributed DataParallel when ranks > 1
 
     # ---- messages and state ---------------------------------------------------------
     def log(self, message: str) -> None:
@@ -150,10 +152,12 @@ class Trainer:
         self.initial_epoch = int(state["epoch"])
 
     def close(self) -> None:
-        """Free the feature caches."""
+        """Free the feature caches (and give the signal handlers back, after a parallel fit)."""
         for _, cache in self._caches.values():
             cache.close()
         self._caches.clear()
+        if self.parallel is not None:
+            self.parallel.close()
 
     # ---- forward passes ---------------------------------------------------------------
     def _cache_for(self, key: str, source: Source, k: int) -> FeatureCache | None:
@@ -200,10 +204,17 @@ class Trainer:
         total_loss, seen, correct = 0.0, 0, 0
         y_true, y_pred = [], []
         start = time.perf_counter()
-        for b, (idx, x, y) in enumerate(source.batches(self.batch_size, self.shuffle, epoch)):
+        par = self.parallel
+        batches = par.batches(source, self.batch_size, self.shuffle, epoch) if par else \
+            source.batches(self.batch_size, self.shuffle, epoch)
+        for b, (idx, x, y) in enumerate(batches):
             logits = self.forward(x, idx, k, cache)
             loss = self.loss_fn(logits, y)
-            value = float(loss.item())
+            value, n = float(loss.item()), len(y)
+            pred = np.argmax(logits.numpy(), axis=1)
+            right = int((pred == y).sum())
+            if par:                                     # the global batch's loss, size and hits
+                value, n, right = par.batch_stats(value, n, right)
             for cb in nan_guard:
                 cb.check_loss(b, value)
             self.optimizer.zero_grad()
@@ -211,11 +222,9 @@ class Trainer:
             if self.grad_hook is not None:
                 self.grad_hook(params)
             self.optimizer.step()
-            pred = np.argmax(logits.numpy(), axis=1)
-            n = len(y)
             total_loss += value * n
             seen += n
-            correct += int((pred == y).sum())
+            correct += right
             y_true.append(y)
             y_pred.append(pred)
             elapsed = time.perf_counter() - start
@@ -226,6 +235,8 @@ class Trainer:
         elapsed = time.perf_counter() - start
         row = {"loss": total_loss / max(seen, 1), "accuracy": correct / max(seen, 1)}
         t, p = np.concatenate(y_true), np.concatenate(y_pred)
+        if par:
+            t, p = par.labels(t, p, self.classes(source))
         for name in self.metric_names:
             row[name] = METRICS[name](t, p)
         row["images_per_s"] = seen / max(elapsed, 1e-9)
@@ -235,7 +246,13 @@ class Trainer:
     def evaluate(self, source: Source, key: str = "val") -> dict:
         k = frozen_prefix(self.model) if getattr(self.model, "layers", None) else 0
         cache = self._cache_for(key, source, k)
+        if self.parallel:
+            return self.parallel.evaluate(self, source, k, cache, self.classes(source))
         return run_inference(self, source, k, cache, with_loss=True)
+
+    def classes(self, source: Source) -> int:
+        """How many classes the confusion matrices of ``source`` need."""
+        return max(_output_units(self.model) or 0, int(source.labels.max()) + 1)
 
 
 def run_inference(trainer: Trainer, source: Source, k: int, cache, with_loss: bool) -> dict:
@@ -328,6 +345,10 @@ def fit(model, train, val=None, optimizer=None, loss="cross_entropy", epochs: in
         trainer.load(resume)
         trainer.log(f"resuming from {resume} after epoch {trainer.initial_epoch}")
     trainer._completed = trainer.initial_epoch
+    # under mpiexec: shards, gradient sums, rank 0's state everywhere (minicnn.distributed)
+    trainer.parallel = attach_data_parallel(trainer, train_src, val_src, {
+        "epochs": epochs, "metrics": list(metrics), "initial_epoch": trainer.initial_epoch,
+        "optimizer": type(optimizer).__name__, "shuffle": shuffle})
     for cb in cbs:
         cb.on_train_begin(trainer)
     epoch = trainer.initial_epoch
@@ -357,7 +378,8 @@ def fit(model, train, val=None, optimizer=None, loss="cross_entropy", epochs: in
     except KeyboardInterrupt:
         where = f" (last checkpoint: {trainer.last_checkpoint}, resume with resume=...)" \
             if trainer.last_checkpoint else ""
-        print(f"\ninterrupted during epoch {epoch + 1}{where}", file=sys.stderr, flush=True)
+        if trainer.parallel is None or trainer.parallel.rank == 0:
+            print(f"\ninterrupted during epoch {epoch + 1}{where}", file=sys.stderr, flush=True)
         trainer.close()
         raise
     for cb in cbs:

@@ -44,12 +44,20 @@ class Source:
 
     def batches(self, batch_size: int, shuffle: bool,
                 epoch: int = 0) -> Iterator[tuple[np.ndarray | None, np.ndarray, np.ndarray]]:
+        for positions, take in self.plan(batch_size, shuffle, epoch):
+            yield take(positions)
+
+    def plan(self, batch_size: int, shuffle: bool, epoch: int = 0) -> Iterator[tuple[np.ndarray, Callable]]:
+        """The epoch's batches as (positions, take): ``take(part)`` loads any part of a batch as
+        (indices, x, y), so data-parallel ranks each load their slice of the same batch."""
         n = len(self)
         order = mrandom.generator().permutation(n) if shuffle else np.arange(n)
         for start in range(0, n, batch_size):
-            idx = order[start:start + batch_size]
-            x, y = self.take(idx)
-            yield idx, x, y
+            yield order[start:start + batch_size], self._take_indexed
+
+    def _take_indexed(self, idx: np.ndarray):
+        x, y = self.take(idx)
+        return idx, x, y
 
     def sample_shape(self) -> tuple[int, ...]:
         return self.take(np.arange(1))[0].shape[1:]
@@ -120,6 +128,19 @@ class DataLoaderSource(Source):
         images = np.stack([self.loader.load(int(i)) for i in indices])
         return self.transform(images), self.labels[indices]
 
+    def plan(self, batch_size, shuffle, epoch=0):
+        """The loader's batches of ``epoch`` (its batch size, order and augmentation)."""
+        for positions in self.loader.batches(epoch):
+            yield positions, lambda part: self._take_augmented(part, epoch)
+
+    def _take_augmented(self, positions, epoch):
+        made = self.loader._make_batch(positions, epoch)
+        if made is None:
+            raise ValueError(f"every image of a batch slice is unreadable (positions {list(positions)[:5]}...)")
+        x, y = made[0], np.asarray(made[1]).reshape(-1).astype(np.int64)
+        return (positions if len(y) == len(positions) else None,
+                self.transform(x) if np.asarray(x).dtype == np.uint8 else np.asarray(x), y)
+
 
 class LoaderSource(Source):
     """Any other iterable of (x, y) batches, re-iterated every epoch (never cached)."""
@@ -144,6 +165,10 @@ class LoaderSource(Source):
 
     def take(self, indices):
         raise TypeError("this loader cannot fetch samples by index")
+
+    def plan(self, batch_size, shuffle, epoch=0):
+        raise TypeError(f"{type(self.loader).__name__} yields whole batches and cannot be split between "
+                        "ranks: give fit() arrays, a minicnn.data Dataset or a minicnn.data DataLoader")
 
     def sample_shape(self):
         return np.asarray(next(iter(self.loader))[0]).shape[1:]

@@ -1,0 +1,292 @@
+"""Data-parallel fit(): N ranks compute what one process with the same global batch computes.
+
+One step of a global batch of B samples (positions order[b*B:(b+1)*B] of the
+epoch's shuffled order, drawn from the same seed on every rank):
+
+    rank r takes the contiguous slice [lo_r, hi_r) of it, n_r = hi_r - lo_r samples
+    L = (1/B) sum_i l_i = sum_r (n_r / B) * mean_{i in r} l_i
+    so  dL/dw = sum_r (n_r / B) * g_r,   g_r the gradient of rank r's local mean loss
+
+which is one Allreduce(SUM) of the scaled local gradients: exact up to the order
+float32 additions happen in, and right for a last partial batch and for slices of
+unequal size. A dropout mask is drawn per element of the *global* batch
+(``minicnn.random.batch_offset`` = lo_r), so masks do not depend on N; the
+DataLoader's augmentation is already a function of (seed, epoch, sample).
+
+Gradients travel in flat buckets of ~25 MB (one Allreduce each, not one per
+parameter: VGG16's last block is 8 tensors but the head's kernel alone is 25 MB);
+frozen parameters are never sent. Buckets are filled from the last layer back,
+the order backward finishes them in.
+
+Validation: rank r evaluates whole batches r, r + N, ... of the single-process
+order, so every logit is the one a single process computes, and the confusion
+matrices, summed, give exactly its metrics.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+
+import numpy as np
+
+from minicnn import distributed as dist
+from minicnn import random as mrandom
+
+BUCKET_BYTES = 25 << 20
+
+
+class StopEverywhere(KeyboardInterrupt):
+    """Every rank stops at the same step (a SIGTERM / Ctrl-C reached one of them)."""
+
+    everywhere = True
+
+
+def shard_bounds(n: int, size: int, rank: int) -> tuple[int, int]:
+    """[lo, hi) of rank ``rank``'s contiguous part of n samples: the first n % size ranks take one more."""
+    base, extra = divmod(n, size)
+    lo = rank * base + min(rank, extra)
+    return lo, lo + base + (1 if rank < extra else 0)
+
+
+def confusion(y_true: np.ndarray, y_pred: np.ndarray, classes: int) -> np.ndarray:
+    """counts[t, p] = how many samples of class t were predicted p."""
+    counts = np.zeros((classes, classes), np.int64)
+    np.add.at(counts, (np.asarray(y_true, np.int64), np.asarray(y_pred, np.int64)), 1)
+    return counts
+
+
+def pairs_from_confusion(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(y_true, y_pred) with the given confusion counts: every count-based metric equals the original's."""
+    t, p = np.nonzero(counts)
+    reps = counts[t, p]
+    return np.repeat(t, reps).astype(np.int64), np.repeat(p, reps).astype(np.int64)
+
+
+class GradientBuckets:
+    """Sum ``scale * grad`` of the trainable parameters over all ranks, in flat buckets."""
+
+    def __init__(self, bucket_bytes: int = BUCKET_BYTES):
+        self.bucket_bytes = bucket_bytes
+        self._key: tuple = ()
+        self._buckets: list[tuple[list, np.ndarray]] = []
+
+    def _build(self, params: list) -> None:
+        # from the last parameter back: backward finishes the head's gradients first
+        self._buckets, current, size, dtype = [], [], 0, None
+        for name, p in reversed(params):
+            nbytes = int(np.prod(p.shape)) * np.dtype(p.dtype).itemsize
+            if current and (size + nbytes > self.bucket_bytes or np.dtype(p.dtype) != dtype):
+                self._buckets.append(current)
+                current, size = [], 0
+            current.append((name, p))
+            size, dtype = size + nbytes, np.dtype(p.dtype)
+        if current:
+            self._buckets.append(current)
+        self._buckets = [(b, np.empty(sum(int(np.prod(p.shape)) for _, p in b), b[0][1].dtype))
+                         for b in self._buckets]
+        self._key = tuple((n, p.shape) for n, p in params)
+
+    def reduce(self, params: list, scale: float) -> None:
+        """params: [(name, Parameter)] of the trainable ones; their .grad becomes the sum over ranks."""
+        if tuple((n, p.shape) for n, p in params) != self._key:      # first step, or UnfreezeAt
+            self._build(params)
+        for bucket, flat in self._buckets:
+            pos = 0
+            for _, p in bucket:
+                size = int(np.prod(p.shape))
+                g = p.grad
+                flat[pos:pos + size] = 0 if g is None else np.asarray(g).reshape(-1) * flat.dtype.type(scale)
+                pos += size
+            if dist.world_size() > 1:
+                dist._comm.Allreduce(dist._in_place(), flat)
+            pos = 0
+            for _, p in bucket:
+                size = int(np.prod(p.shape))
+                p.grad = flat[pos:pos + size].reshape(p.shape).copy()
+                pos += size
+
+
+class DataParallel:
+    """What fit() asks of the ranks: a synchronised start, shards, gradient sums, reduced metrics."""
+
+    def __init__(self, bucket_bytes: int = BUCKET_BYTES):
+        self.rank, self.size = dist.rank(), dist.world_size()
+        self.buckets = GradientBuckets(bucket_bytes)
+        self.n_local, self.n_global = 0, 0
+        self._stop = []
+        self._nccl = None
+
+    # ---- start -------------------------------------------------------------------------
+    def start(self, model, optimizer, sizes: list[int], settings: dict) -> None:
+        """Check the ranks agree, then give every rank rank 0's weights, optimizer and random state.
+        sizes: the global batch sizes of an epoch."""
+        from minicnn.backends import get_backend
+
+        params = list(model.named_parameters())
+        dist.check_same("the training settings", {
+            **settings, "batches": sizes,
+            "parameters": [[n, list(p.shape), str(p.dtype), bool(p.trainable)] for n, p in params]})
+        if min(sizes) < self.size:
+            n, where = sum(sizes), ("the last batch" if sizes[-1] < sizes[0] else "each batch")
+            raise dist.DistributedError(
+                f"{self.size} ranks but {where} holds only {min(sizes)} samples ({n} samples, global "
+                f"batch {sizes[0]}): every rank needs at least one sample of every batch -- use at most "
+                f"{min(sizes)} ranks, or a batch size that leaves a last batch of at least {self.size}")
+        arrays = dist.broadcast([np.ascontiguousarray(p.numpy()) for _, p in params])
+        for (_, p), a in zip(params, arrays):
+            p.data[...] = get_backend(p.device).asarray(a, p.dtype)
+        self._broadcast_optimizer(optimizer)
+        state = dist.broadcast(mrandom.get_state())
+        mrandom.set_state(state)
+        self._install_stop_handlers()
+
+    def _broadcast_optimizer(self, optimizer) -> None:
+        saved = optimizer.state_dict()
+        layout = dist.broadcast({"type": saved["type"], "groups": saved["groups"],
+                                 "state": {k: {b: (v if b == "step" else None) for b, v in e.items()}
+                                           for k, e in saved["state"].items()}})
+        mine = saved["state"]
+        for key in sorted(layout["state"]):
+            for b in sorted(layout["state"][key]):
+                if b == "step":
+                    continue
+                local = mine.get(key, {}).get(b)
+                sent = dist.broadcast(np.ascontiguousarray(local) if local is not None else np.empty(0))
+                layout["state"][key][b] = sent
+        optimizer.load_state_dict(layout)
+
+    def _install_stop_handlers(self) -> None:
+        """SIGTERM / SIGINT only mark a stop; the next step's reduction tells every rank, so all
+        stop after the same step (rank 0 never dies in the middle of writing a checkpoint)."""
+        if threading.current_thread() is not threading.main_thread():
+            return                                   # only the main thread may set handlers
+        self._previous = {sig: signal.signal(sig, lambda signum, frame: self._stop.append(signum))
+                          for sig in (signal.SIGTERM, signal.SIGINT)}
+
+    def close(self) -> None:
+        """Give back the signal handlers fit() found."""
+        for sig, handler in getattr(self, "_previous", {}).items():
+            signal.signal(sig, handler)
+        self._previous = {}
+
+    # ---- batches -------------------------------------------------------------------------
+    def batches(self, source, batch_size: int, shuffle: bool, epoch: int):
+        """This rank's slice of every global batch: (indices, x, y); sets the dropout offset."""
+        for positions, take in source.plan(batch_size, shuffle, epoch):
+            lo, hi = shard_bounds(len(positions), self.size, self.rank)
+            self.n_global = len(positions)
+            mrandom.set_batch_offset(lo)
+            try:
+                idx, x, y = take(positions[lo:hi])
+                self.n_local = len(y)
+                yield idx, x, y
+            finally:
+                mrandom.set_batch_offset(0)
+
+    def batch_stats(self, loss_value: float, n: int, correct: int) -> tuple[float, int, int]:
+        """The global batch's mean loss, size and correct count (one small Allreduce, also carrying
+        a stop request); the same numbers on every rank."""
+        stats = np.array([loss_value * n, n, correct, len(self._stop)], np.float64)
+        total, count, right, stop = dist.allreduce([stats])[0]
+        self.n_global = int(count)
+        if stop:
+            self._stop_everywhere()
+        return total / count, int(count), int(right)
+
+    def _stop_everywhere(self) -> None:
+        raise StopEverywhere("a rank received SIGTERM or Ctrl-C; every rank stopped after the same step")
+
+    def average_gradients(self, params: list) -> None:
+        """grad <- sum over ranks of (n_local / n_global) * grad: the global batch's gradient."""
+        scale = self.n_local / self.n_global
+        if params and params[0][1].device == "cuda":
+            from minicnn.distributed.nccl import nccl_reduce
+            self._nccl = nccl_reduce(params, scale, self._nccl)
+            return
+        self.buckets.reduce(params, scale)
+
+    # ---- metrics -----------------------------------------------------------------------------
+    def labels(self, y_true: np.ndarray, y_pred: np.ndarray, classes: int) -> tuple[np.ndarray, np.ndarray]:
+        """Every rank's (label, prediction) pairs as one set, via summed confusion matrices."""
+        counts = dist.allreduce([confusion(y_true, y_pred, classes)])[0]
+        return pairs_from_confusion(counts)
+
+    def sums(self, *values: float) -> list[float]:
+        """Sums of numbers over all ranks."""
+        return [float(v) for v in dist.allreduce([np.array(values, np.float64)])[0]]
+
+    def evaluate(self, trainer, source, k: int, cache, classes: int) -> dict:
+        """Loss, accuracy and (label, prediction) pairs over all ranks' validation batches."""
+        from minicnn.train.loop import run_inference
+
+        shard = _EvalShard(source, self.rank, self.size)
+        out = run_inference(trainer, shard, k, cache, with_loss=True) if shard.count(trainer.batch_size) else \
+            {"loss": 0.0, "y_true": np.zeros(0, np.int64), "y_pred": np.zeros(0, np.int64)}
+        total, seen = self.sums(out["loss"] * len(out["y_true"]), len(out["y_true"]))
+        t, p = self.labels(out["y_true"], out["y_pred"], classes)
+        return {"loss": total / max(seen, 1), "accuracy": float(np.mean(t == p)), "y_true": t, "y_pred": p}
+
+
+class _EvalShard:
+    """Batches rank, rank + size, ... of a source's unshuffled batches (whole batches, so every
+    logit is computed as in a single process)."""
+
+    def __init__(self, source, rank: int, size: int):
+        self.source, self.rank, self.size = source, rank, size
+        self.labels, self.indexable, self.augmented = source.labels, source.indexable, source.augmented
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def count(self, batch_size: int) -> int:
+        batches = sum(1 for _ in self.source.plan(batch_size, False))
+        return len(range(self.rank, batches, self.size))
+
+    def batches(self, batch_size: int, shuffle: bool = False, epoch: int = 0):
+        for b, (positions, take) in enumerate(self.source.plan(batch_size, False, epoch)):
+            if b % self.size == self.rank:
+                yield take(positions)
+
+
+WRITERS = ("ModelCheckpoint", "CSVLogger", "ProgressBar")
+_EVENTS = ("on_train_begin", "on_epoch_begin", "on_batch_end", "on_epoch_end", "on_train_end")
+
+
+def attach(trainer, train_src, val_src, settings: dict):
+    """Make ``trainer`` data-parallel when this process is one of several ranks (else None).
+
+    On ranks other than 0 the callbacks that print or write (checkpoints, CSV, the
+    progress bar) are silenced, and so are the trainer's messages. Every rank then gets
+    rank 0's weights, optimizer state and random state.
+    """
+    dist.init()
+    if dist.world_size() == 1:
+        return None
+    par = DataParallel()
+    if not dist.is_main():
+        trainer.verbose = 0
+        for cb in trainer.callbacks:
+            if type(cb).__name__ in WRITERS:
+                for event in _EVENTS:
+                    setattr(cb, event, _nothing)
+    if trainer.cache_dir is not None:            # per-rank feature caches: no rank opens another's file
+        import os
+        trainer.cache_dir = os.path.join(os.fspath(trainer.cache_dir), f"rank{dist.rank()}")
+    sizes = [len(p) for p, _ in train_src.plan(trainer.batch_size, False)]
+    settings = {**settings, "callbacks": [type(cb).__name__ for cb in trainer.callbacks],
+                "validation samples": len(val_src) if val_src is not None else 0}
+    par.start(trainer.model, trainer.optimizer, sizes, settings)
+    user_hook = trainer.grad_hook
+
+    def hook(params):
+        par.average_gradients(params)
+        if user_hook is not None:
+            user_hook(params)
+
+    trainer.grad_hook = hook
+    return par
+
+
+def _nothing(*args, **kwargs) -> None:
+    return None
