@@ -185,10 +185,14 @@ def check_same(what: str, value) -> None:
     digests = allgather(digest)
     differ = [r for r, d in enumerate(digests) if d != digests[0]]
     if differ:
-        values = allgather(_short(value))
-        raise DistributedError(f"{what} differs between ranks: rank 0 has {values[0]}; ranks {differ} "
-                               f"have {[values[r] for r in differ]} -- start every rank with the same "
-                               f"code, data and settings")
+        values = allgather(value)
+        first, other = values[0], values[differ[0]]
+        if isinstance(first, dict) and isinstance(other, dict):   # name the settings that differ
+            keys = sorted(k for k in set(first) | set(other) if first.get(k) != other.get(k))
+            first, other = ({k: v.get(k) for k in keys} for v in (first, other))
+        raise DistributedError(f"{what} differs between ranks: rank 0 has {_short(first)}; rank {differ[0]} "
+                               f"has {_short(other)} (ranks that differ from rank 0: {differ}) -- start "
+                               f"every rank with the same code, data and settings")
 
 
 def _short(value, limit: int = 300) -> str:

@@ -124,8 +124,9 @@ class DataParallel:
         from minicnn.backends import get_backend
 
         params = list(model.named_parameters())
+        groups = [{k: v for k, v in g.items() if k != "names"} for g in optimizer.state_dict()["groups"]]
         dist.check_same("the training settings", {
-            **settings, "batches": sizes,
+            **settings, "batches": sizes, "optimizer settings": groups,
             "parameters": [[n, list(p.shape), str(p.dtype), bool(p.trainable)] for n, p in params]})
         if min(sizes) < self.size:
             n, where = sum(sizes), ("the last batch" if sizes[-1] < sizes[0] else "each batch")
@@ -260,6 +261,12 @@ def attach(trainer, train_src, val_src, settings: dict):
     progress bar) are silenced, and so are the trainer's messages. Every rank then gets
     rank 0's weights, optimizer state and random state.
     """
+    sizes = [len(p) for p, _ in train_src.plan(trainer.batch_size, False)]
+    trainer.sampler = {"samples": sum(sizes), "global_batch": sizes[0], "batches": len(sizes)}
+    if trainer.resumed_sampler and trainer.resumed_sampler != trainer.sampler:
+        raise ValueError(f"the checkpoint to resume from was written for {trainer.resumed_sampler} (training "
+                         f"samples, global batch size, batches per epoch); this run has {trainer.sampler}: "
+                         f"resume with the same training data and batch size (any number of ranks)")
     dist.init()
     if dist.world_size() == 1:
         return None
@@ -273,7 +280,6 @@ def attach(trainer, train_src, val_src, settings: dict):
     if trainer.cache_dir is not None:            # per-rank feature caches: no rank opens another's file
         import os
         trainer.cache_dir = os.path.join(os.fspath(trainer.cache_dir), f"rank{dist.rank()}")
-    sizes = [len(p) for p, _ in train_src.plan(trainer.batch_size, False)]
     settings = {**settings, "callbacks": [type(cb).__name__ for cb in trainer.callbacks],
                 "validation samples": len(val_src) if val_src is not None else 0}
     par.start(trainer.model, trainer.optimizer, sizes, settings)

@@ -122,6 +122,8 @@ class Trainer:
         self._completed = 0
         self.info: dict = {}
         self.parallel = None          # a minicnn.distributed DataParallel when ranks > 1
+        self.sampler: dict = {}       # the epoch's global batches, whatever the ranks (checked on resume)
+        self.resumed_sampler: dict | None = None
 
     # ---- messages and state ---------------------------------------------------------
     def log(self, message: str) -> None:
@@ -131,7 +133,7 @@ class Trainer:
     def save_state(self, path: str) -> str:
         """Write a resumable checkpoint of the state after the last completed epoch."""
         save_training_state(path, self.model, self.optimizer, epoch=self._completed, epochs=self.epochs,
-                            info=self.info,
+                            info=self.info, sampler=self.sampler,
                             history=self.history.history,
                             callbacks=[{"type": type(cb).__name__, "state": cb.state_dict()}
                                        for cb in self.callbacks])
@@ -150,6 +152,7 @@ class Trainer:
         for cb, s in zip(self.callbacks, saved):
             cb.load_state_dict(s["state"])
         self.initial_epoch = int(state["epoch"])
+        self.resumed_sampler = state.get("sampler")
 
     def close(self) -> None:
         """Free the feature caches (and give the signal handlers back, after a parallel fit)."""
