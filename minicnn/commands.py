@@ -148,21 +148,29 @@ def train_run(args: argparse.Namespace) -> int:
     from minicnn.experiments.thesis import ThesisConfig, pretrained_weights
     from minicnn.train import CSVLogger, EarlyStopping, ModelCheckpoint, apply_preset, evaluate, fit
 
+    from minicnn import distributed as dist
+
+    dist.init()                     # under mpiexec: data-parallel fit, rank 0 prints and writes
+    dist.silence_others()
+    if dist.is_main():              # a stand-in is generated once, by rank 0
+        _open_dataset(args.dataset, args.data, args.image_size, args.out)
+    dist.barrier()
     ds = _open_dataset(args.dataset, args.data, args.image_size, args.out)
     split_file = os.path.join(args.out, "split.csv")
-    if args.resume and os.path.exists(split_file):
+    if args.resume and dist.main_decides(os.path.exists(split_file)):
         parts = load_split(split_file, ds)
         train, val, test = parts["train"], parts["val"], parts["test"]
     else:
         train, val, test = split(ds, (0.6, 0.2, 0.2), by=args.split_by, seed=args.seed)  # checked: no empty part
-        os.makedirs(args.out, exist_ok=True)
-        save_split(split_file, (train, val, test))
+        if dist.is_main():
+            os.makedirs(args.out, exist_ok=True)
+            save_split(split_file, (train, val, test))
     minicnn.seed(args.seed)
     weights = None
     if args.preset != "random":
         cfg = ThesisConfig(dataset="ham10000", weights=args.weights, model=args.model)
         weights = pretrained_weights(cfg)
-        for note in cfg.notes:
+        for note in cfg.notes if dist.is_main() else ():
             print(f"note: {note}", file=sys.stderr)
     model = build_model(args.model, args.image_size, len(ds.class_names), weights)
     plan = apply_preset(model, args.preset, phase1_epochs=args.phase1_epochs)
@@ -179,7 +187,7 @@ def train_run(args: argparse.Namespace) -> int:
     info = run_info(args.dataset, ds.root, ds.class_names, args.image_size, args.preprocess, args.model, test,
                     preset=args.preset)
     cw = class_weights(train.labels, "balanced")[0] if args.class_weight == "balanced" else None
-    if args.resume and not os.path.exists(last):
+    if args.resume and not dist.main_decides(os.path.exists(last)):
         raise FileNotFoundError(f"--resume: no checkpoint {last} to continue from")
     history = fit(model, _loader(train, args.batch_size, True, args.seed, args.augment, args.preprocess),
                   _loader(val, args.batch_size, preprocess=args.preprocess), opt, epochs=args.epochs,
@@ -188,6 +196,8 @@ def train_run(args: argparse.Namespace) -> int:
     if history.stop_reason:
         print(f"stopped: {history.stop_reason}", file=sys.stderr)
         return 1
+    if not dist.is_main():          # the test split is scored once, by rank 0
+        return 0
     result = evaluate(model, _loader(test, args.batch_size, preprocess=args.preprocess))
     _print_report(result, list(ds.class_names), "test split")
     return 0

@@ -98,6 +98,25 @@ def _abort_on_exception(kind, value, tb) -> None:
     abort(f"failed with {kind.__name__}: {value}\n{text}", 1)
 
 
+# ---- rank 0 prints and writes ---------------------------------------------------------------
+
+
+def silence_others() -> None:
+    """Send the standard output of every rank but 0 to /dev/null (their errors still show)."""
+    if rank() != 0:
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 -- for the rest of the process
+
+
+def rank_folder(path: str) -> str:
+    """``path/rank<r>`` when several ranks run (a folder no other rank writes), else ``path``."""
+    return os.path.join(path, f"rank{rank()}") if world_size() > 1 else path
+
+
+def main_decides(value):
+    """Rank 0's ``value`` on every rank (e.g. whether a file exists), so all ranks take one branch."""
+    return broadcast(value) if world_size() > 1 else value
+
+
 # ---- collectives -----------------------------------------------------------------------------
 
 
@@ -219,5 +238,5 @@ def code_fingerprint() -> str:
 
 
 __all__ = ["DistributedError", "abort", "allgather", "allreduce", "allreduce_mean", "barrier", "broadcast",
-           "check_same", "code_fingerprint", "init", "is_main", "launched", "local_ranks", "rank",
-           "world_size"]
+           "check_same", "code_fingerprint", "init", "is_main", "launched", "local_ranks", "main_decides",
+           "rank", "rank_folder", "silence_others", "world_size"]
