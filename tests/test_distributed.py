@@ -243,3 +243,17 @@ def test_pairs_from_a_summed_confusion_matrix_give_the_same_metrics():
     t2, p2 = pairs_from_confusion(halves)
     assert M.f1_score(t2, p2, "macro") == M.f1_score(t, p, "macro")
     assert M.balanced_accuracy(t2, p2) == M.balanced_accuracy(t, p)
+
+
+def test_ranks_on_one_machine_share_its_cores(monkeypatch):
+    from minicnn.backends import cpu
+    for name in ("MINICNN_NUM_THREADS", "OMP_NUM_THREADS"):
+        monkeypatch.delenv(name, raising=False)
+    cores = len(os.sched_getaffinity(0))
+    alone = cpu._thread_count()
+    monkeypatch.setenv("PMI_RANK", "1")
+    monkeypatch.setenv("PMI_SIZE", "2")
+    monkeypatch.setenv("MPI_LOCALNRANKS", "2")
+    assert (alone, cpu._thread_count()) == (cores, max(1, cores // 2)) or cores < (os.cpu_count() or cores)
+    monkeypatch.setenv("MINICNN_NUM_THREADS", "3")                          # the user's number wins
+    assert cpu._thread_count() == 3

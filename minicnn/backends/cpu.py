@@ -48,14 +48,19 @@ _GROUP_SUM_BYTES = 32 << 20
 
 def _thread_count() -> int:
     """MINICNN_NUM_THREADS, else OMP_NUM_THREADS (as PyTorch reads it), else the cores this
-    process may run on."""
+    process may run on -- shared out when mpiexec / srun started several ranks on this machine
+    (cores / ranks each, unless the launcher already bound each rank to its own cores)."""
+    from minicnn.distributed.launch import local_ranks
+
     for name in ("MINICNN_NUM_THREADS", "OMP_NUM_THREADS"):
         value = os.environ.get(name, "").strip()
         if value:
             if not value.isdigit() or int(value) < 1:
                 raise ValueError(f"{name}={value!r}: expected a whole number of threads, at least 1")
             return int(value)
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    bound = cores < (os.cpu_count() or cores)
+    return cores if bound else max(1, cores // local_ranks())
 
 
 # Threads that run the backend's passes (the calling thread is one of them).
@@ -150,6 +155,8 @@ os.register_at_fork(after_in_child=_new_team)
 # returns, and on 2 cores that took a core from whatever ran next: measured, a Numba
 # SGD update of 7M weights right after a 512^3 GEMM ran at a fifth of its speed.
 _blas = ThreadpoolController().select(user_api="blas")
+if _THREADS < (os.cpu_count() or 1):
+    _blas.limit(limits=_THREADS)    # BLAS outside our tiles too (several ranks on one machine)
 
 # Elementwise updates of fewer elements than this run on the calling thread alone.
 _PARALLEL_MIN_SIZE = 1 << 15
