@@ -142,13 +142,12 @@ def train_arguments(p: argparse.ArgumentParser) -> None:
 
 def train_run(args: argparse.Namespace) -> int:
     import minicnn
+    from minicnn import distributed as dist
     from minicnn import optim
     from minicnn.data import class_weights, load_split, save_split, split
     from minicnn.experiments.models import build_model
     from minicnn.experiments.thesis import ThesisConfig, pretrained_weights
     from minicnn.train import CSVLogger, EarlyStopping, ModelCheckpoint, apply_preset, evaluate, fit
-
-    from minicnn import distributed as dist
 
     dist.init()                     # under mpiexec: data-parallel fit, rank 0 prints and writes
     dist.silence_others()

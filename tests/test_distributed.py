@@ -257,3 +257,54 @@ def test_ranks_on_one_machine_share_its_cores(monkeypatch):
     assert (alone, cpu._thread_count()) == (cores, max(1, cores // 2)) or cores < (os.cpu_count() or cores)
     monkeypatch.setenv("MINICNN_NUM_THREADS", "3")                          # the user's number wins
     assert cpu._thread_count() == 3
+
+
+# ---- the commands ----------------------------------------------------------------------------------
+
+
+def command(ranks: int, *args, timeout=300) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", *map(str, args)]
+    if ranks:
+        cmd = [mpiexec(), "-n", str(ranks)] + cmd
+    done = subprocess.run(cmd, env=env(), capture_output=True, text=True, timeout=timeout, check=False)
+    assert done.returncode == 0, f"{' '.join(cmd)} exited {done.returncode}:\n{done.stderr[-3000:]}"
+    return done
+
+
+def history_rows(path) -> list[dict]:
+    import csv
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_minicnn_train_under_mpiexec_equals_one_process(tmp_path):
+    args = ("minicnn", "train", "--dataset", "synthetic-ham10000", "--model", "tiny", "--preset", "all",
+            "--image-size", 32, "--epochs", 2, "--augment", "--verbose", 0)
+    one = command(0, *args, "--out", tmp_path / "one")
+    two = command(2, *args, "--out", tmp_path / "two")
+    assert two.stdout == one.stdout                                   # the test report, printed once
+    a, b = history_rows(tmp_path / "one" / "history.csv"), history_rows(tmp_path / "two" / "history.csv")
+    assert len(a) == len(b) == 2
+    for ra, rb in zip(a, b):
+        for key in ("loss", "val_loss"):
+            assert abs(float(ra[key]) - float(rb[key])) <= 1e-5 * abs(float(ra[key])), key
+        for key in ("accuracy", "val_accuracy", "macro_f1", "val_macro_f1"):
+            assert ra[key] == rb[key], key
+    assert sorted(os.listdir(tmp_path / "two")) == sorted(os.listdir(tmp_path / "one"))
+
+
+def test_thesis_parallel_configs_spreads_whole_runs_and_rank_0_writes_the_table(tmp_path):
+    args = ("minicnn.experiments", "thesis", "--dataset", "xray", "--quick", "--columns", "majority", "random",
+            "imagenet", "--verbose", 0)
+    one = command(0, *args, "--out", tmp_path / "one")
+    two = command(2, *args, "--out", tmp_path / "two", "--parallel", "configs")
+    table = [line for line in one.stdout.splitlines() if line.startswith("|")]
+    assert len(table) > 5 and [line for line in two.stdout.splitlines() if line.startswith("|")] == table
+    for run in ("majority_seed0", "random_seed0", "imagenet_seed0"):      # each trained alone: identical
+        with open(tmp_path / "one" / "xray" / "runs" / f"{run}.json") as f:
+            a = json.load(f)
+        with open(tmp_path / "two" / "xray" / "runs" / f"{run}.json") as f:
+            b = json.load(f)
+        assert a["summary"] == b["summary"]
+        assert {k: v for k, v in a.get("history", {}).items() if "time" not in k and "per_s" not in k} == \
+            {k: v for k, v in b.get("history", {}).items() if "time" not in k and "per_s" not in k}

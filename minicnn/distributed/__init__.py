@@ -15,6 +15,7 @@ Data-parallel training itself (sharding, gradient buckets, reduced metrics) is
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -34,6 +35,7 @@ class DistributedError(RuntimeError):
 
 
 _comm = None           # mpi4py's COMM_WORLD once init() found a launch; None: a world of one
+_solo = False          # inside solo(): this rank trains alone (whole runs spread over ranks)
 
 
 def init(force: bool = False):
@@ -62,13 +64,29 @@ def init(force: bool = False):
 
 
 def rank() -> int:
-    """This process's rank, 0 .. world_size() - 1."""
-    return _comm.Get_rank() if _comm is not None else 0
+    """This process's rank, 0 .. world_size() - 1 (0 inside ``solo()``)."""
+    return _comm.Get_rank() if _comm is not None and not _solo else 0
 
 
 def world_size() -> int:
-    """How many processes train together (1 without MPI)."""
-    return _comm.Get_size() if _comm is not None else 1
+    """How many processes train together (1 without MPI, and inside ``solo()``)."""
+    return _comm.Get_size() if _comm is not None and not _solo else 1
+
+
+@contextlib.contextmanager
+def solo():
+    """Inside the block this rank is a world of one: fit() trains alone and it writes its own
+    files (``--parallel configs``: each rank trains whole runs). The failure handler stays."""
+    global _solo
+    before, _solo = _solo, True
+    try:
+        yield
+    finally:
+        _solo = before
+
+
+def _job_rank() -> tuple[int, int]:
+    return (_comm.Get_rank(), _comm.Get_size()) if _comm is not None else (0, 1)
 
 
 def is_main() -> bool:
@@ -78,13 +96,13 @@ def is_main() -> bool:
 
 def barrier() -> None:
     """Wait until every rank is here."""
-    if _comm is not None:
+    if world_size() > 1:
         _comm.Barrier()
 
 
 def abort(message: str, code: int = 1) -> None:
     """Print ``message`` with this rank's number and end every rank of the job (MPI_Abort)."""
-    print(f"minicnn rank {rank()} of {world_size()}: {message}", file=sys.stderr, flush=True)
+    print("minicnn rank {} of {}: {}".format(*_job_rank(), message), file=sys.stderr, flush=True)
     if _comm is None:
         raise SystemExit(code)
     _comm.Abort(code)
@@ -92,7 +110,7 @@ def abort(message: str, code: int = 1) -> None:
 
 def _abort_on_exception(kind, value, tb) -> None:
     if issubclass(kind, KeyboardInterrupt) and getattr(value, "everywhere", False):
-        print(f"minicnn rank {rank()}: stopped ({value})", file=sys.stderr, flush=True)
+        print(f"minicnn rank {_job_rank()[0]}: stopped ({value})", file=sys.stderr, flush=True)
         return                     # every rank stopped at the same step: exit without MPI_Abort
     text = "".join(traceback.format_exception(kind, value, tb))
     abort(f"failed with {kind.__name__}: {value}\n{text}", 1)
@@ -103,13 +121,14 @@ def _abort_on_exception(kind, value, tb) -> None:
 
 def silence_others() -> None:
     """Send the standard output of every rank but 0 to /dev/null (their errors still show)."""
-    if rank() != 0:
+    if _job_rank()[0] != 0:
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 -- for the rest of the process
 
 
 def rank_folder(path: str) -> str:
     """``path/rank<r>`` when several ranks run (a folder no other rank writes), else ``path``."""
-    return os.path.join(path, f"rank{rank()}") if world_size() > 1 else path
+    job_rank, job_size = _job_rank()
+    return os.path.join(path, f"rank{job_rank}") if job_size > 1 else path
 
 
 def main_decides(value):
@@ -128,7 +147,7 @@ def _mpi_op(name: str):
 def allreduce(arrays, op: str = "sum") -> list[np.ndarray]:
     """Element-wise ``op`` ("sum", "max", "min") of each array over all ranks; new arrays."""
     out = [np.array(a, copy=True, order="C") for a in arrays]
-    if _comm is not None:
+    if world_size() > 1:
         mpi_op = _mpi_op(op)
         for a in out:
             _comm.Allreduce(_in_place(), a, op=mpi_op)
@@ -150,7 +169,7 @@ def broadcast(obj, root: int = 0):
     """Rank ``root``'s value on every rank: a NumPy array, a list/tuple of arrays, or a
     JSON-able object (sent as JSON). Arrays are filled in place where the receiving rank
     passed one of the same shape and dtype."""
-    if _comm is None:
+    if world_size() == 1:
         return obj
     if isinstance(obj, np.ndarray):
         return _broadcast_arrays([obj], root)[0]
@@ -184,7 +203,7 @@ def _broadcast_arrays(arrays: list[np.ndarray], root: int) -> list[np.ndarray]:
 
 def allgather(obj) -> list:
     """Every rank's JSON-able ``obj``, in rank order, on every rank."""
-    if _comm is None:
+    if world_size() == 1:
         return [obj]
     data = np.frombuffer(json.dumps(obj).encode(), np.uint8)
     sizes = np.zeros(world_size(), np.int64)
@@ -198,7 +217,7 @@ def allgather(obj) -> list:
 def check_same(what: str, value) -> None:
     """Raise DistributedError on every rank unless every rank passed an equal JSON-able ``value``;
     the message names the ranks that differ from rank 0 and both values (shortened)."""
-    if _comm is None:
+    if world_size() == 1:
         return
     digest = hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()
     digests = allgather(digest)
@@ -239,4 +258,4 @@ def code_fingerprint() -> str:
 
 __all__ = ["DistributedError", "abort", "allgather", "allreduce", "allreduce_mean", "barrier", "broadcast",
            "check_same", "code_fingerprint", "init", "is_main", "launched", "local_ranks", "main_decides",
-           "rank", "rank_folder", "silence_others", "world_size"]
+           "rank", "rank_folder", "silence_others", "solo", "world_size"]

@@ -38,6 +38,9 @@ def add_thesis_arguments(p: argparse.ArgumentParser) -> None:
                                                         "checks the pipeline in seconds")
     p.add_argument("--workers", type=int, help="image decoding threads (default 2)")
     p.add_argument("--verbose", type=int, default=1, help="0: quiet training")
+    p.add_argument("--parallel", choices=["data", "configs"], default="data",
+                   help="under mpiexec: data = each run data-parallel over all ranks (default); configs = "
+                        "each rank trains whole runs alone, rank 0 writes the table")
 
 
 def config_from_args(args: argparse.Namespace):
@@ -53,17 +56,22 @@ def config_from_args(args: argparse.Namespace):
 
 
 def run_thesis_command(args: argparse.Namespace) -> int:
+    from minicnn import distributed as dist
     from minicnn.experiments.thesis import run_thesis
 
+    dist.init()
+    dist.silence_others()                  # rank 0 prints the table
     try:
         cfg = config_from_args(args)
-        paths = run_thesis(cfg)
+        paths = run_thesis(cfg, parallel=args.parallel)
     except KeyboardInterrupt:
         print("\ninterrupted: finished runs are kept; run the same command again to resume", file=sys.stderr)
         return 130
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    if paths is None:
+        return 0
     with open(paths["markdown"], encoding="utf-8") as f:
         print(f.read())
     print(f"table: {paths['markdown']}\n       {paths['csv']}")

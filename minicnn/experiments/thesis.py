@@ -16,6 +16,7 @@ stopped. ``minicnn.experiments.report`` turns the runs into the tables and figur
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -23,6 +24,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from minicnn import distributed as dist
 from minicnn import metrics as M
 from minicnn.experiments.loading import loader
 
@@ -252,10 +254,10 @@ def run_cnn_column(cfg: ThesisConfig, parts, column: str, seed: int) -> dict | N
     start = time.perf_counter()
     history = fit(model, loader(cfg, train, True, seed, bool(cfg.augment)), loader(cfg, val, False, 0, False),
                   opt, epochs=cfg.epochs, callbacks=[stop, *plan.callbacks()], checkpoint=ckpt, verbose=cfg.verbose,
-                  resume=ckpt if os.path.exists(ckpt) else None)
+                  resume=ckpt if dist.main_decides(os.path.exists(ckpt)) else None)
     seconds = time.perf_counter() - start
     result = evaluate(model, loader(cfg, test, False, 0, False))
-    if seed == 0:
+    if seed == 0 and dist.is_main():
         os.makedirs(os.path.join(cfg.folder, "models"), exist_ok=True)
         save_checkpoint(os.path.join(cfg.folder, "models", f"{column}_seed0.h5"), model)
     return {"summary": M.summary(result["y_true"], result["y_pred"], classes), "history": history.history,
@@ -264,38 +266,63 @@ def run_cnn_column(cfg: ThesisConfig, parts, column: str, seed: int) -> dict | N
             "confusion": M.confusion_matrix(result["y_true"], result["y_pred"], classes).tolist()}
 
 
-def run_thesis(cfg: ThesisConfig, log=print) -> dict:
-    """Run (or finish) every column x seed, then write the tables and figures. Returns the report paths."""
+def run_thesis(cfg: ThesisConfig, log=print, parallel: str = "data") -> dict | None:
+    """Run (or finish) every column x seed, then write the tables and figures. Returns the report paths
+    (None on ranks other than 0 under mpiexec).
+
+    parallel (under mpiexec): "data": every run is data-parallel over all ranks, rank 0 writes;
+    "configs": rank r trains runs r, r + N, ... alone and writes their files; rank 0 then writes the table.
+    """
     from minicnn.experiments.report import write_report
 
+    if parallel not in ("data", "configs"):
+        raise ValueError(f"parallel must be 'data' or 'configs', got {parallel!r}")
+    dist.init()
+    if dist.is_main():                      # a stand-in is generated once
+        open_dataset(cfg)
+    dist.barrier()
     ds = open_dataset(cfg)
     parts = splits(cfg, ds)
     os.makedirs(cfg.folder, exist_ok=True)
     n_seeds = max(1, cfg.seeds)
-    pixels = None
-    for column in cfg.table_columns():
-        seeds = [0] if column == "majority" else list(range(n_seeds))
-        for seed in seeds:
-            path = run_path(cfg, column, seed)
-            if os.path.exists(path):
-                log(f"[{cfg.dataset}] {column} seed {seed}: done earlier ({path})")
-                continue
-            log(f"[{cfg.dataset}] {column} seed {seed}: running")
-            if column in BASELINES:
-                pixels = pixels or pixel_arrays(cfg, parts)
-                out = run_baselines_column(cfg, parts, column, seed, pixels)
-            else:
-                out = run_cnn_column(cfg, parts, column, seed)
-                if out is None:
-                    log(f"[{cfg.dataset}] {column}: skipped ({cfg.notes[-1]})")
-                    break
-            out.update(column=column, seed=seed, dataset=cfg.dataset,
-                       config={k: v for k, v in asdict(cfg).items() if k != "notes"})
-            _write_json(path, out)
-            ckpt = run_path(cfg, column, seed, ".ckpt.h5")
-            if os.path.exists(ckpt):
-                os.remove(ckpt)
-            s = out["summary"]
-            log(f"[{cfg.dataset}] {column} seed {seed}: micro F1 {s['micro_f1']:.3f}, macro F1 "
-                f"{s['macro_f1']:.3f}, balanced accuracy {s['balanced_accuracy']:.3f}")
-    return write_report(cfg, ds, parts)
+    runs = [(column, seed) for column in cfg.table_columns()
+            for seed in ([0] if column == "majority" else range(n_seeds))]
+    spread = parallel == "configs"
+    pixels, skipped = None, set()
+    for i, (column, seed) in enumerate(runs):
+        if column in skipped or (spread and i % dist.world_size() != dist.rank()):
+            continue
+        with dist.solo() if spread else contextlib.nullcontext():
+            pixels = _one_run(cfg, parts, column, seed, pixels, skipped, log)
+    dist.barrier()                          # every run is written before rank 0 reads them
+    return write_report(cfg, ds, parts) if dist.is_main() else None
+
+
+def _one_run(cfg: ThesisConfig, parts, column: str, seed: int, pixels, skipped: set, log):
+    """Train and score one column x seed unless done earlier; rank 0 (of its world) writes it."""
+    path = run_path(cfg, column, seed)
+    if dist.main_decides(os.path.exists(path)):
+        log(f"[{cfg.dataset}] {column} seed {seed}: done earlier ({path})")
+        return pixels
+    log(f"[{cfg.dataset}] {column} seed {seed}: running")
+    if column in BASELINES:
+        pixels = pixels or pixel_arrays(cfg, parts)
+        out = run_baselines_column(cfg, parts, column, seed, pixels)
+    else:
+        out = run_cnn_column(cfg, parts, column, seed)
+        if out is None:
+            log(f"[{cfg.dataset}] {column}: skipped ({cfg.notes[-1]})")
+            skipped.add(column)
+            return pixels
+    if not dist.is_main():
+        return pixels
+    out.update(column=column, seed=seed, dataset=cfg.dataset,
+               config={k: v for k, v in asdict(cfg).items() if k != "notes"})
+    _write_json(path, out)
+    ckpt = run_path(cfg, column, seed, ".ckpt.h5")
+    if os.path.exists(ckpt):
+        os.remove(ckpt)
+    s = out["summary"]
+    log(f"[{cfg.dataset}] {column} seed {seed}: micro F1 {s['micro_f1']:.3f}, macro F1 "
+        f"{s['macro_f1']:.3f}, balanced accuracy {s['balanced_accuracy']:.3f}")
+    return pixels
