@@ -30,6 +30,7 @@ import time
 import numpy as np
 
 import minicnn
+from minicnn import distributed as dist
 from minicnn import metrics as M
 from minicnn import optim
 from minicnn.commands import run_info
@@ -72,16 +73,19 @@ def main(argv=None) -> int:
     epochs = args.epochs or (20 if standin else 50)
     start = time.perf_counter()
     weights = find_weights(args.weights)          # a wrong path fails before any work
+    dist.init()                  # `mpiexec -n N python examples/ham_finetune.py`: N data-parallel ranks,
+    dist.silence_others()        # rank 0 prints and writes
 
     # 1. data
     root = args.data
     if standin:
         root = os.path.join(args.out, "standin")
-        if not os.path.exists(os.path.join(root, "HAM10000_metadata.csv")):
+        if dist.is_main() and not os.path.exists(os.path.join(root, "HAM10000_metadata.csv")):
             print(f"writing a HAM10000 stand-in ({args.images} images) to {root}")
             synthetic.ham10000(root, n_images=args.images, image_size=(64, 48),
                                min_per_class=min(24, max(4, args.images // 18)),
                                kaggle_duplicates=False)
+    dist.barrier()
     ds = HAM10000(root, image_size=size)
     train, val, test = split(ds, (0.6, 0.2, 0.2), by="group", seed=0)
     print(ds)
@@ -89,7 +93,7 @@ def main(argv=None) -> int:
 
     def loader(subset, shuffle=False):
         return DataLoader(subset, batch_size=32, shuffle=shuffle, seed=0, preprocess="caffe", workers=2,
-                          cache_dir=os.path.join(args.out, "decoded"), progress=False)
+                          cache_dir=dist.rank_folder(os.path.join(args.out, "decoded")), progress=False)
 
     # 2. model and 3. freezing
     minicnn.seed(0)
@@ -106,8 +110,9 @@ def main(argv=None) -> int:
         opt = optim.SGD(params, lr=args.lr or 1e-4, momentum=0.9)
     # the same files as `minicnn train`, each checkpoint self-describing, so
     # `minicnn evaluate OUT/best.h5` needs no flags
-    os.makedirs(args.out, exist_ok=True)
-    save_split(os.path.join(args.out, "split.csv"), (train, val, test))
+    if dist.is_main():
+        os.makedirs(args.out, exist_ok=True)
+        save_split(os.path.join(args.out, "split.csv"), (train, val, test))
     last, best = os.path.join(args.out, "last.h5"), os.path.join(args.out, "best.h5")
     info = run_info("ham10000", root, ds.class_names, size, "caffe", "vgg16", test, preset=args.preset)
     history = fit(model, loader(train, shuffle=True), loader(val), opt, epochs=epochs,
@@ -116,6 +121,8 @@ def main(argv=None) -> int:
                              ModelCheckpoint(best, monitor="val_accuracy", save_best_only=True)] + plan.callbacks(),
                   checkpoint=last, checkpoint_info=info)
     print(f"wrote {best} (best val accuracy), {last} (last epoch), history.csv and split.csv in {args.out}")
+    if not dist.is_main():       # the test split is scored, and figures drawn, once
+        return 0
 
     # 5. report
     result = evaluate(model, loader(test))
