@@ -308,3 +308,15 @@ def test_thesis_parallel_configs_spreads_whole_runs_and_rank_0_writes_the_table(
         assert a["summary"] == b["summary"]
         assert {k: v for k, v in a.get("history", {}).items() if "time" not in k and "per_s" not in k} == \
             {k: v for k, v in b.get("history", {}).items() if "time" not in k and "per_s" not in k}
+
+
+def test_feature_cache_rows_are_shared_so_every_rank_has_them_all(tmp_path):
+    code = ("import numpy as np; from minicnn import distributed as d; "
+            "from minicnn.distributed.data_parallel import DataParallel; from minicnn.train.cache import FeatureCache; "
+            "d.init(); c = FeatureCache(7, 'memory'); mine = np.arange(d.rank(), 7, 2); "
+            "c.store(mine, np.repeat(mine[:, None].astype(np.float32), 3, 1) + 0.5); DataParallel().share_cache(c); "
+            "ok = c.complete and np.array_equal(c.get(np.arange(7))[:, 0], np.arange(7) + 0.5); "
+            "raise SystemExit(0 if ok else 3)")
+    done = subprocess.run([mpiexec(), "-n", "2", sys.executable, "-c", code], env=env(), capture_output=True,
+                          text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr                                # 3: a rank's rows were wrong

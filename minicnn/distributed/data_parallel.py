@@ -207,6 +207,23 @@ class DataParallel:
             return
         self.buckets.reduce(params, scale)
 
+    # ---- the frozen-prefix feature cache ---------------------------------------------------
+    def share_cache(self, cache) -> None:
+        """Give every rank the feature rows the others computed this epoch, so each rank's own
+        cache (memory, or a file in its own folder) is complete after the first epoch: later
+        epochs then skip the frozen prefix for every sample, whichever rank it lands on."""
+        if cache is None or self.sums(float(cache.complete))[0] == self.size:
+            return
+        have = dist.allgather(np.flatnonzero(cache.filled).tolist())
+        owner = np.full(cache.num_samples, -1)
+        for r in reversed(range(self.size)):      # the lowest rank that has a row sends it
+            owner[np.asarray(have[r], np.int64)] = r
+        for r in range(self.size):
+            idx = np.flatnonzero(owner == r)
+            rows = dist.broadcast(np.ascontiguousarray(cache.get(idx)) if r == self.rank else np.empty(0), r)
+            if r != self.rank and len(idx):
+                cache.store(idx, rows)
+
     # ---- metrics -----------------------------------------------------------------------------
     def labels(self, y_true: np.ndarray, y_pred: np.ndarray, classes: int) -> tuple[np.ndarray, np.ndarray]:
         """Every rank's (label, prediction) pairs as one set, via summed confusion matrices."""

@@ -235,6 +235,8 @@ class Trainer:
                             "images_per_s": seen / max(elapsed, 1e-9)}
             for cb in self.callbacks:
                 cb.on_batch_end(self, b, {"loss": value, "size": n})
+        if par:
+            par.share_cache(cache)
         elapsed = time.perf_counter() - start
         row = {"loss": total_loss / max(seen, 1), "accuracy": correct / max(seen, 1)}
         t, p = np.concatenate(y_true), np.concatenate(y_pred)
