@@ -93,17 +93,20 @@ class GradientBuckets:
             self._build(params)
         for bucket, flat in self._buckets:
             pos = 0
-            for _, p in bucket:
+            for _, p in bucket:              # flat[piece] = scale * grad, written once
                 size = int(np.prod(p.shape))
-                g = p.grad
-                flat[pos:pos + size] = 0 if g is None else np.asarray(g).reshape(-1) * flat.dtype.type(scale)
+                piece = flat[pos:pos + size]
+                if p.grad is None:
+                    piece[:] = 0
+                else:
+                    np.multiply(np.asarray(p.grad).reshape(-1), scale, out=piece)
                 pos += size
             if dist.world_size() > 1:
                 dist._comm.Allreduce(dist._in_place(), flat)
             pos = 0
-            for _, p in bucket:
+            for _, p in bucket:              # views into the bucket: valid until the next step's reduce
                 size = int(np.prod(p.shape))
-                p.grad = flat[pos:pos + size].reshape(p.shape).copy()
+                p.grad = flat[pos:pos + size].reshape(p.shape)
                 pos += size
 
 
