@@ -109,7 +109,7 @@ def train_run(args: argparse.Namespace) -> int:
     from minicnn.data import class_weights, load_split, save_split, split
     from minicnn.experiments.models import build_model
     from minicnn.experiments.thesis import ThesisConfig, pretrained_weights
-    from minicnn.train import CSVLogger, EarlyStopping, ModelCheckpoint, apply_preset, evaluate, fit
+    from minicnn.train import CSVLogger, EarlyStopping, ModelCheckpoint, apply_preset, evaluate, fit, rundir
 
     ds = _open_dataset(args.dataset, args.data, args.image_size, args.out)
     os.makedirs(args.out, exist_ok=True)
@@ -149,9 +149,11 @@ def train_run(args: argparse.Namespace) -> int:
                   callbacks=callbacks, checkpoint=last, resume=last if args.resume else None,
                   class_weight=cw, verbose=args.verbose, checkpoint_info=info)
     if history.stop_reason:
+        rundir.report_bad_files(args.out, history.bad_files)
         print(f"stopped: {history.stop_reason}", file=sys.stderr)
         return 1
     result = evaluate(model, _loader(test, args.batch_size, preprocess=args.preprocess))
+    rundir.report_bad_files(args.out, {**history.bad_files, **result["bad_files"]})
     _print_report(result, list(ds.class_names), "test split")
     return 0
 

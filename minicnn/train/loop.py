@@ -46,6 +46,7 @@ class History:
     def __init__(self, history: dict | None = None):
         self.history: dict[str, list[float]] = {k: list(v) for k, v in (history or {}).items()}
         self.stop_reason: str | None = None
+        self.bad_files: dict[str, str] = {}   # {path: reason} of images skipped as unreadable
 
     @property
     def epochs(self) -> int:
@@ -149,6 +150,19 @@ class Trainer:
             cb.load_state_dict(s["state"])
         self.initial_epoch = int(state["epoch"])
 
+    def note_bad_files(self, *sources) -> None:
+        """Record (and, unless the source does it itself, warn about) newly skipped unreadable images."""
+        from minicnn.data.loader import describe_bad_files
+
+        for source in sources:
+            if source is None:
+                continue
+            new = {p: r for p, r in source.bad_files.items() if p not in self.history.bad_files}
+            self.history.bad_files.update(new)
+            if new and not source.reports_bad_files:
+                warnings.warn(f"skipped {len(new)} unreadable image(s): {describe_bad_files(new)}",
+                              RuntimeWarning, stacklevel=3)
+
     def close(self) -> None:
         """Free the feature caches."""
         for _, cache in self._caches.values():
@@ -173,6 +187,8 @@ class Trainer:
         x = np.asarray(x, self.dtype)             # inputs follow the weights' dtype
         if not k or layers is None:
             return self.model(Tensor(x, device=self.device))
+        if idx is None:                           # a batch that cannot say which images it holds
+            cache = None
         if cache is not None and cache.has(idx):
             h = Tensor(cache.get(idx), device=self.device)
         else:
@@ -344,6 +360,7 @@ def fit(model, train, val=None, optimizer=None, loss="cross_entropy", epochs: in
                     row[f"val_{name}"] = METRICS[name](v["y_true"], v["y_pred"])
                 row["val_time_s"] = time.perf_counter() - start
             row["lr"] = float(optimizer.param_groups[0]["lr"])
+            trainer.note_bad_files(train_src, val_src)
             trainer.history.append(row)
             trainer._completed = epoch + 1
             for cb in cbs:
@@ -363,6 +380,8 @@ def fit(model, train, val=None, optimizer=None, loss="cross_entropy", epochs: in
     for cb in cbs:
         cb.on_train_end(trainer)
     trainer.close()
+    if trainer.history.bad_files:
+        trainer.log(f"{len(trainer.history.bad_files)} unreadable image(s) skipped (history.bad_files lists them)")
     return trainer.history
 
 
@@ -375,6 +394,7 @@ def evaluate(model, data, batch_size: int = 32, transform=None, loss="cross_entr
     trainer = Trainer(model, None, _loss_fn(loss, class_weight), 0, batch_size, [], [], False, 0, None, None, None)
     out = run_inference(trainer, source, 0, None, with_loss=True)
     out.update(M.summary(out["y_true"], out["y_pred"], _output_units(model)))
+    out["bad_files"] = dict(source.bad_files)
     return out
 
 

@@ -1,0 +1,96 @@
+"""Writing files so that a full disk or a read-only folder is a clear error, never a torn file.
+
+``StorageError`` (an OSError) names the file, what went wrong and, for a full disk,
+how much space is left. ``atomic_write_text`` writes a small text file (CSV, JSON,
+report) to a temporary name in the same folder and renames it over the target, so
+a crash or a full disk leaves the old file or the new one, never half of one, and
+no temporary file behind.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import shutil
+import tempfile
+
+FULL = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
+DENIED = (errno.EACCES, errno.EPERM, errno.EROFS)
+# h5py reports HDF5's own write failures as a bare OSError whose text carries the errno
+_H5_ERRNO = re.compile(r"errno = (\d+)")
+
+
+class StorageError(OSError):
+    """A file could not be written: disk full, file too large, read-only or no permission."""
+
+    def __init__(self, path: str, message: str, code: int | None = None):
+        self.path = path
+        super().__init__(code, message, path)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def error_code(err: BaseException) -> int | None:
+    """The errno of an OSError, also when h5py only put it in the message text."""
+    if isinstance(err, OSError) and err.errno:
+        return err.errno
+    match = _H5_ERRNO.search(str(err))
+    return int(match.group(1)) if match else None
+
+
+def free_space(path: str) -> str:
+    """Free bytes on the file system holding ``path`` (its nearest existing parent), for messages."""
+    folder = os.path.abspath(path)
+    while folder and not os.path.exists(folder):
+        folder = os.path.dirname(folder)
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return "unknown"
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
+        if free < 1024 or unit == "TiB":
+            return f"{free:.0f} {unit}" if unit == "bytes" else f"{free:.1f} {unit}"
+        free /= 1024
+    return "unknown"
+
+
+def storage_error(err: BaseException, path: str, kept: str | None = None) -> StorageError | None:
+    """The StorageError to raise for ``err`` met while writing ``path``; None if it is another error.
+
+    ``kept``: what survives (e.g. "the previous checkpoint is intact"), said in the message.
+    """
+    code = error_code(err)
+    tail = f"; {kept}" if kept else ""
+    if code in FULL:
+        what = "file too large for the file system or `ulimit -f`" if code == errno.EFBIG else "no space left"
+        return StorageError(path, f"cannot write {path}: {what} ({free_space(path)} free on "
+                                  f"{os.path.dirname(os.path.abspath(path))}){tail}", code)
+    if code in DENIED:
+        return StorageError(path, f"cannot write {path}: {os.strerror(code).lower()} (is the folder "
+                                  f"read-only or owned by someone else?){tail}", code)
+    return None
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` via a temporary file and a rename; StorageError on a full or read-only disk."""
+    path = os.path.abspath(os.fspath(path))
+    tmp = None
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp",
+                                   dir=os.path.dirname(path))
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as err:
+        if tmp is not None and os.path.exists(tmp):
+            os.remove(tmp)
+        raise storage_error(err, path, "the previous file is intact" if os.path.exists(path) else None) or err
+    except BaseException:
+        if tmp is not None and os.path.exists(tmp):
+            os.remove(tmp)
+        raise

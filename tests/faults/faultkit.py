@@ -1,0 +1,80 @@
+"""Helpers shared by the fault and bad-input tests: tiny data sets, tiny models, broken files.
+
+Everything is small (16x16 images, a three-block network) so a training run takes a
+second or two; the point of these tests is what happens around training, not accuracy.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+from PIL import Image
+
+import minicnn
+from minicnn import nn, optim
+
+
+def blob_image(label: int, size: int, rng: np.random.Generator) -> np.ndarray:
+    """uint8 RGB noise with a bright square in quadrant ``label % 4`` (a tiny CNN can learn it)."""
+    image = rng.integers(0, 80, (size, size, 3)).astype(np.uint8)
+    h = size // 2
+    r, q = divmod(label % 4, 2)
+    image[r * h:(r + 1) * h, q * h:(q + 1) * h] = 230
+    return image
+
+
+def image_folder(root, classes=("a", "b", "c"), per_class: int = 8, size: int = 16, seed: int = 0,
+                 ext: str = ".png") -> list[str]:
+    """Write ``root/<class>/<class>_<k><ext>`` images; returns their paths, sorted."""
+    rng = np.random.default_rng(seed)
+    paths = []
+    for label, name in enumerate(classes):
+        os.makedirs(os.path.join(root, name), exist_ok=True)
+        for k in range(per_class):
+            path = os.path.join(root, name, f"{name}_{k:03d}{ext}")
+            Image.fromarray(blob_image(label, size, rng)).save(path)
+            paths.append(path)
+    return sorted(paths)
+
+
+def break_image(path, how: str) -> None:
+    """Damage an image file in place: "truncated", "zero" (0 bytes) or "text" (not an image)."""
+    with open(path, "rb") as f:
+        data = f.read()
+    if how == "truncated":
+        data = data[:max(1, len(data) // 3)]
+    elif how == "zero":
+        data = b""
+    elif how == "text":
+        data = b"this is not an image\n"
+    else:
+        raise ValueError(how)
+    with open(path, "wb") as f:
+        f.write(data)
+
+
+def tiny_vgg(classes: int = 3, size: int = 16, seed: int = 0, dropout: float = 0.25) -> nn.Sequential:
+    """Three conv blocks with Keras' names and a small head; ``last_block`` freezes blocks 1-2."""
+    minicnn.seed(seed)
+    nn.reset_names()
+    layers = []
+    for block, filters in enumerate((4, 8, 8), start=1):
+        layers += [nn.Conv2D(filters, 3, padding="same", activation="relu", name=f"block{block}_conv1"),
+                   nn.MaxPool2D(name=f"block{block}_pool")]
+    layers += [nn.Flatten(name="flatten"), nn.Dense(16, activation="relu", name="fc1"),
+               nn.Dropout(dropout, name="dropout1"), nn.Dense(classes, name="predictions")]
+    model = nn.Sequential(layers, name="tiny")
+    model.build((None, size, size, 3))
+    return model
+
+
+def sgd(model, lr: float = 0.02, **kwargs) -> optim.SGD:
+    return optim.SGD(list(model.named_parameters()), lr=lr, momentum=0.9, **kwargs)
+
+
+def train_args(data, out, *extra, dataset: str = "folder", epochs: int = 2, size: int = 32) -> list[str]:
+    """argv for a small ``minicnn train`` run of the tiny model."""
+    return ["train", "--dataset", dataset, "--data", str(data), "--model", "tiny", "--image-size", str(size),
+            "--epochs", str(epochs), "--batch-size", "8", "--out", str(out), "--verbose", "0",
+            "--split-by", "image", "--lr", "0.01", *extra]
