@@ -11,6 +11,7 @@ dot-files skipped.  An empty class folder is an error naming it.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable
 
 import numpy as np
@@ -33,6 +34,10 @@ class ImageFolder(Dataset):
         self.class_names = list(classes) if classes is not None else list_dirs(self.root)
         if not self.class_names:
             raise DatasetError(f"{self.root} has no class sub-folders (expected root/<class>/<image>)")
+        if classes is None:
+            known = known_layout(self.root, self.class_names)
+            if known:
+                warnings.warn(f"{self.root}: {known}", UserWarning, stacklevel=2)
         paths, labels = [], []
         for label, cls in enumerate(self.class_names):
             folder = os.path.join(self.root, cls)
@@ -47,6 +52,24 @@ class ImageFolder(Dataset):
         self.labels = np.array(labels, dtype=np.int64)
         group_fn = group_fn or (lambda p: os.path.relpath(p, self.root).replace(os.sep, "/"))
         self.groups = np.array([group_fn(p) for p in paths], dtype=object)
+
+
+def known_layout(root: str, class_names: list[str]) -> str | None:
+    """A message when the "class" folders of ``root`` are really a known data set's own folders.
+
+    HAM10000's image folders (``HAM10000_images_part_1/2``) or the X-ray set's splits
+    (``train/val/test``, or a ``chest_xray`` folder) would otherwise train a
+    "part_1 vs part_2" or "train vs test" model without a word.
+    """
+    names = {c.lower() for c in class_names}
+    if names and names <= {"ham10000_images_part_1", "ham10000_images_part_2"} or \
+            os.path.isfile(os.path.join(root, "HAM10000_metadata.csv")):
+        return (f"the class folders {class_names} are HAM10000's image folders, not classes: use "
+                f"--dataset ham10000 (HAM10000(root)), which reads the labels from HAM10000_metadata.csv")
+    if names and names <= {"train", "val", "test"} or names == {"chest_xray"}:
+        return (f"the class folders {class_names} look like the chest X-ray set's splits, not classes: use "
+                f"--dataset xray (ChestXRay(root)), or point the folder at one split holding NORMAL/PNEUMONIA")
+    return None
 
 
 LYMPHOMA_CLASSES = ["CLL", "FL", "MCL"]

@@ -1,14 +1,309 @@
-"""The run folder (``--out``) of ``minicnn train``: what is checked before it is touched, and what it reports.
+"""The run folder (``--out``) of ``minicnn train``: checked before it is touched, locked while used.
 
-(This module grows: locking, preflight checks and the stored run configuration.)
+What ``minicnn train`` does, in this order, so that a failed or repeated run never
+leaves ``--out`` inconsistent (an old ``best.h5`` beside a new ``split.csv`` would
+leak test images into a later ``evaluate``):
+
+1. ``guard`` takes the folder's lock (``OUT/.minicnn.lock``: the owner's pid, host
+   and start time, held with ``flock`` so a killed owner's lock is free at once and
+   is taken over), then checks the folder: writable, and not holding another run's
+   checkpoints unless ``--resume`` or ``--overwrite``;
+2. the data set, the split (``check_dataset``, ``check_split``), the model and, on
+   ``--resume``, the stored run configuration (``check_resume``) are checked;
+3. only then ``start`` writes ``split.csv`` (and with ``--overwrite`` removes the
+   old run's files), and training begins.
+
+Exit status of a guarded run: 0 done, 1 stopped (non-finite loss), 2 bad input,
+74 a write failed (disk full, read-only), 130 Ctrl-C, 143 SIGTERM; after 130 and
+143 the checkpoint holds the last finished batch and ``--resume`` continues.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
+import math
 import os
+import signal
+import socket
 import sys
+import tempfile
+import time
+import warnings
 
-from minicnn.io.storage import atomic_write_text
+try:
+    import fcntl
+except ImportError:  # Windows: no flock; the lock file alone (pid check) guards the folder
+    fcntl = None
+
+from minicnn.io.storage import StorageError, atomic_write_text, storage_error
+from minicnn.train.state import Interrupted
+
+LOCK_NAME = ".minicnn.lock"
+CHECKPOINTS = ("last.h5", "best.h5")
+RUN_FILES = (*CHECKPOINTS, "history.csv", "split.csv", "bad_images.txt")
+# settings that may change on --resume without changing what training computes
+NEUTRAL = {"verbose", "out", "resume", "overwrite", "allow_changed", "data", "epochs", "checkpoint_minutes"}
+EXIT_STORAGE, EXIT_SIGINT, EXIT_SIGTERM = 74, 130, 143
+
+
+class RunDirError(ValueError):
+    """The run folder or the command line does not allow this run (one line for the user)."""
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of ``minicnn train`` this module acts on."""
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the run already in --out (its checkpoints, history and split)")
+    p.add_argument("--allow-changed", action="append", default=[], metavar="SETTING[,SETTING]",
+                   help="with --resume: accept these changed settings (e.g. lr) although the result then "
+                        "differs from an uninterrupted run")
+    p.add_argument("--checkpoint-minutes", type=float, default=10.0,
+                   help="also checkpoint within an epoch every this many minutes (default 10; 0: every batch)")
+
+
+# ---- the lock -------------------------------------------------------------------------------
+
+class RunLock:
+    """``OUT/.minicnn.lock``: JSON {pid, host, started}; exclusive while the owner lives."""
+
+    def __init__(self, out: str):
+        self.out = os.path.abspath(out)
+        self.path = os.path.join(self.out, LOCK_NAME)
+        self.fd: int | None = None
+        self.created_out = False
+        self.took_over: dict | None = None
+
+    def acquire(self) -> RunLock:
+        if os.path.exists(self.out) and not os.path.isdir(self.out):
+            raise RunDirError(f"--out {self.out} is a file, not a folder")
+        self.created_out = not os.path.isdir(self.out)
+        try:
+            os.makedirs(self.out, exist_ok=True)
+            while True:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+                self._lock(fd)
+                # the owner that removed the file may have done so after we opened it: retry then
+                if os.path.exists(self.path) and os.stat(self.path).st_ino == os.fstat(fd).st_ino:
+                    break
+                os.close(fd)
+        except OSError as err:
+            self._forget_created()
+            raise storage_error(err, self.path) or err
+        self.fd = fd
+        previous = _read_owner(fd)
+        if previous and previous.get("pid") != os.getpid():
+            self.took_over = previous        # its owner died without removing it (SIGKILL, power cut)
+        owner = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()})
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, owner.encode(), 0)
+        return self
+
+    def _lock(self, fd: int) -> None:
+        """Lock ``fd`` or close it and raise RunDirError naming the owner."""
+        if fcntl is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                pass
+        owner = _read_owner(fd)
+        if fcntl is None and not (owner and _alive(owner)):
+            return
+        os.close(fd)
+        who = (f"pid {owner.get('pid')} on {owner.get('host')}, started "
+               f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(owner.get('started', 0)))}") \
+            if owner else "another process"
+        raise RunDirError(f"{self.out} is in use by another run ({who}; lock file {self.path}): wait for it "
+                          f"to finish or choose another --out")
+
+    def release(self, remove_out_if_empty: bool = True) -> None:
+        if self.fd is None:
+            return
+        try:
+            os.remove(self.path)             # while still holding it, so nobody locks a dead file
+        except OSError:
+            pass
+        os.close(self.fd)
+        self.fd = None
+        if remove_out_if_empty:
+            self._forget_created()
+
+    def _forget_created(self) -> None:
+        if self.created_out and os.path.isdir(self.out) and not os.listdir(self.out):
+            os.rmdir(self.out)
+
+
+def _read_owner(fd: int) -> dict | None:
+    try:
+        owner = json.loads(os.pread(fd, 4096, 0).decode() or "null")
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return owner if isinstance(owner, dict) else None
+
+
+def _alive(owner: dict) -> bool:
+    if owner.get("host") != socket.gethostname():
+        return True                           # cannot tell: assume it runs
+    try:
+        os.kill(int(owner.get("pid", -1)), 0)
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+# ---- checks before anything is written --------------------------------------------------------
+
+def check_folder(out: str, resume: bool, overwrite: bool) -> None:
+    """Writable, and not another run's folder (unless --resume / --overwrite)."""
+    if resume and overwrite:
+        raise RunDirError("--resume and --overwrite contradict each other: continue the run in --out, or "
+                          "replace it")
+    found = [name for name in CHECKPOINTS if os.path.exists(os.path.join(out, name))]
+    if found and not (resume or overwrite):
+        raise RunDirError(f"{out} already holds a run ({', '.join(found)}): pass --resume to continue it, "
+                          f"--overwrite to replace it, or choose another --out")
+    if resume and not os.path.exists(os.path.join(out, "last.h5")):
+        raise RunDirError(f"--resume: no checkpoint {os.path.join(out, 'last.h5')} to continue from")
+    try:                                      # a probe file: read-only mounts say so even to root
+        fd, probe = tempfile.mkstemp(prefix=".minicnn-probe.", dir=out)
+        os.close(fd)
+        os.remove(probe)
+    except OSError as err:
+        raise storage_error(err, os.path.join(out, "last.h5")) or err
+
+
+def check_dataset(ds, kind: str) -> None:
+    """At least 2 classes, and a warning when a folder tree looks like a known data set's layout."""
+    names = list(ds.class_names)
+    if len(names) < 2:
+        where = f"{ds.root} has " if getattr(ds, "root", None) else "the data set has "
+        raise RunDirError(f"{where}{len(names)} class ({', '.join(map(repr, names))}): a classifier needs at "
+                          f"least 2 (for --dataset folder: one sub-folder per class, root/<class>/<image>)")
+
+
+def check_split(parts, batch_size: int) -> None:
+    """Refuse a split with an empty part or a class missing from training; warn on thin parts."""
+    train = parts[0]
+    names = list(train.class_names)
+    total = sum(len(p) for p in parts)
+    for part in parts:
+        if len(part) == 0:
+            raise RunDirError(f"the data set has {total} image(s): too few for a 60/20/20 train/val/test split "
+                              f"(the {part.name} part is empty); give at least 5 images per class")
+    counts = [train.labels.tolist().count(i) for i in range(len(names))]
+    missing = [n for n, c in zip(names, counts) if c == 0]
+    if missing:
+        raise RunDirError(f"class(es) {missing} have no images in the training part ({len(train)} images): "
+                          f"each class needs at least 3 images (or groups) to appear in every part")
+    for part in parts[1:]:
+        absent = [n for i, n in enumerate(names) if i not in set(part.labels.tolist())]
+        if absent:
+            warnings.warn(f"class(es) {absent} have no images in the {part.name} part: their {part.name} "
+                          f"scores are undefined", UserWarning, stacklevel=2)
+    if len(train) < batch_size:
+        warnings.warn(f"the training part has {len(train)} images, fewer than --batch-size {batch_size}: "
+                      f"each epoch is a single batch", UserWarning, stacklevel=2)
+
+
+def check_numbers(args: argparse.Namespace) -> None:
+    """Command-line numbers that cannot work, named with the value given."""
+    rules = [("batch_size", args.batch_size >= 1, "at least 1"), ("epochs", args.epochs >= 1, "at least 1"),
+             ("lr", math.isfinite(args.lr) and args.lr > 0, "a positive finite number"),
+             ("momentum", math.isfinite(args.momentum) and 0 <= args.momentum < 1, "in [0, 1)"),
+             ("image_size", args.image_size >= 1, "a positive number of pixels"),
+             ("patience", args.patience >= 0, "0 (off) or more"),
+             ("checkpoint_minutes", math.isfinite(args.checkpoint_minutes) and args.checkpoint_minutes >= 0,
+              "0 or more")]
+    for name, ok, expected in rules:
+        if not ok:
+            raise RunDirError(f"--{name.replace('_', '-')} must be {expected}, got {getattr(args, name)!r}")
+
+
+# ---- the stored run configuration --------------------------------------------------------------
+
+def run_config(args: argparse.Namespace) -> dict:
+    """The settings of this run (JSON-able), stored in every checkpoint's info as "run"."""
+    return {k: v for k, v in sorted(vars(args).items())
+            if k not in ("run", "command") and (v is None or isinstance(v, (str, int, float, bool, list)))}
+
+
+def stored_config(path: str) -> dict | None:
+    """The "run" settings in a checkpoint's info (None for a checkpoint written before they were stored)."""
+    from minicnn.io.checkpoint import decode_tree
+    from minicnn.io.keras_h5 import open_h5
+
+    with open_h5(path) as f:
+        if "state" not in f or "info" not in f["state"]:
+            return None
+        info = decode_tree(f["state"]["info"])
+    run = info.get("run") if isinstance(info, dict) else None
+    return run if isinstance(run, dict) else None
+
+
+def allowed_changes(args: argparse.Namespace) -> set[str]:
+    return {a.strip().lstrip("-").replace("-", "_") for item in args.allow_changed for a in item.split(",")
+            if a.strip()}
+
+
+def check_resume(args: argparse.Namespace, checkpoint: str) -> dict:
+    """Refuse settings that differ from the checkpoint's run (naming each with both values) unless
+    allowed with --allow-changed; returns {setting: (old, new)} of the allowed changes."""
+    stored = stored_config(checkpoint)
+    if stored is None:
+        print(f"minicnn: warning: {checkpoint} does not record its run's settings; make sure this command "
+              f"line matches the interrupted one", file=sys.stderr)
+        return {}
+    now = run_config(args)
+    allowed = allowed_changes(args)
+    unknown = sorted(allowed - set(now))
+    if unknown:
+        raise RunDirError(f"--allow-changed: unknown setting(s) {unknown}; settings are "
+                          f"{sorted(set(now) - NEUTRAL)}")
+    changed = {k: (stored.get(k), now.get(k)) for k in sorted(set(stored) | set(now))
+               if k not in NEUTRAL and stored.get(k) != now.get(k)}
+    refused = {k: v for k, v in changed.items() if k not in allowed}
+    if refused:
+        said = "; ".join(f"--{k.replace('_', '-')} was {old!r}, now {new!r}" for k, (old, new) in refused.items())
+        raise RunDirError(f"--resume: {said} (the run in {checkpoint} used the old value"
+                          f"{'s' if len(refused) > 1 else ''}): resuming would no longer equal an uninterrupted "
+                          f"run; give the old value{'s' if len(refused) > 1 else ''}, or pass --allow-changed "
+                          f"{','.join(refused)} to continue with the new")
+    for k, (old, new) in changed.items():
+        print(f"minicnn: note: --{k.replace('_', '-')} changed on resume ({old!r} -> {new!r}), as allowed",
+              file=sys.stderr)
+    return changed
+
+
+def apply_changes(changed: dict):
+    """A function for fit(after_resume=...) that puts allowed new learning rates / momentum into the
+    optimizer, whose restored state holds the old ones (scaled per group, so a two-phase x0.1 is kept)."""
+    def apply(trainer) -> None:
+        for key, group_key in (("lr", "lr"), ("momentum", "momentum")):
+            if key in changed:
+                old, new = changed[key]
+                for group in trainer.optimizer.param_groups:
+                    if group_key in group:
+                        group[group_key] = group[group_key] * new / old if key == "lr" and old else new
+                        if key == "lr":
+                            group["initial_lr"] = new
+    return apply
+
+
+def start(out: str, overwrite: bool, split_file: str | None = None, parts=None) -> None:
+    """The run is known to start: remove a replaced run's files (--overwrite), write the split."""
+    from minicnn.data import save_split
+
+    if overwrite:
+        for name in RUN_FILES:
+            path = os.path.join(out, name)
+            if os.path.exists(path):
+                os.remove(path)
+    if split_file is not None:
+        try:
+            save_split(split_file, parts)
+        except OSError as err:
+            raise storage_error(err, split_file) or err
 
 
 def report_bad_files(out: str, bad_files: dict[str, str]) -> None:
@@ -22,3 +317,34 @@ def report_bad_files(out: str, bad_files: dict[str, str]) -> None:
                       + "".join(f"{p}\t{r}\n" for p, r in sorted(bad_files.items())))
     print(f"{len(bad_files)} unreadable image(s) skipped: {describe_bad_files(bad_files)} (listed in {path})",
           file=sys.stderr)
+
+
+# ---- the guard --------------------------------------------------------------------------------
+
+def guard(run):
+    """Wrap ``train_run``: lock and check --out first; one line and an exit status for interruptions,
+    failed writes and refused runs (see the module docstring)."""
+    def wrapped(args: argparse.Namespace) -> int:
+        lock = RunLock(args.out)
+        try:
+            lock.acquire()
+            if lock.took_over:
+                print(f"minicnn: note: took over the lock of a run that is gone (pid {lock.took_over.get('pid')} "
+                      f"on {lock.took_over.get('host')})", file=sys.stderr)
+            check_folder(args.out, args.resume, args.overwrite)
+            check_numbers(args)
+            return run(args)
+        except RunDirError as err:
+            print(f"minicnn: error: {err}", file=sys.stderr)
+            return 2
+        except StorageError as err:
+            print(f"minicnn: error: {err}", file=sys.stderr)
+            return EXIT_STORAGE
+        except KeyboardInterrupt as err:
+            signum = err.signum if isinstance(err, Interrupted) else signal.SIGINT
+            where = f" {err.where}" if isinstance(err, Interrupted) and err.where else ""
+            print(f"\n{signal.Signals(signum).name}: stopped{where}; continue with --resume", file=sys.stderr)
+            return EXIT_SIGTERM if signum == signal.SIGTERM else EXIT_SIGINT
+        finally:
+            lock.release()
+    return wrapped

@@ -48,12 +48,17 @@ class Source:
     def take(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         raise NotImplementedError
 
-    def batches(self, batch_size: int, shuffle: bool,
-                epoch: int = 0) -> Iterator[tuple[np.ndarray | None, np.ndarray, np.ndarray]]:
+    resumable = True           # batches(start=b) can begin an epoch at its batch b
+    cursor = 0                 # after a yielded batch: the ``start`` that resumes right after it
+
+    def batches(self, batch_size: int, shuffle: bool, epoch: int = 0,
+                start: int = 0) -> Iterator[tuple[np.ndarray | None, np.ndarray, np.ndarray]]:
+        """The epoch's batches from batch ``start`` on (the order is drawn in full, then cut)."""
         n = len(self)
         order = mrandom.generator().permutation(n) if shuffle else np.arange(n)
-        for start in range(0, n, batch_size):
-            batch = self.fetch(order[start:start + batch_size])
+        for b in range(start, -(-n // batch_size)):
+            batch = self.fetch(order[b * batch_size:(b + 1) * batch_size])
+            self.cursor = b + 1
             if batch is not None:
                 yield batch
 
@@ -145,14 +150,15 @@ class DataLoaderSource(Source):
     def bad_files(self):
         return self.loader.bad_files
 
-    def batches(self, batch_size, shuffle, epoch=0):
-        self.loader.set_epoch(epoch)
+    def batches(self, batch_size, shuffle, epoch=0, start=0):
+        self.loader.set_epoch(epoch, start_batch=start)
         asked = self.loader.return_index
         self.loader.return_index = True          # the positions of the images each batch kept
         try:
             for x, y, idx in self.loader:
                 y = np.asarray(y).reshape(-1).astype(np.int64)
                 x = self.transform(x) if np.asarray(x).dtype == np.uint8 else np.asarray(x)
+                self.cursor = self.loader.batches_done
                 yield np.asarray(idx, np.int64), x, y
         finally:
             self.loader.return_index = asked
@@ -166,6 +172,7 @@ class LoaderSource(Source):
     """Any other iterable of (x, y) batches, re-iterated every epoch (never cached)."""
 
     indexable = False
+    resumable = False
 
     def __init__(self, loader, transform=None):
         self.loader = loader
@@ -178,7 +185,10 @@ class LoaderSource(Source):
         else:
             self.labels = np.concatenate([np.asarray(y).reshape(-1) for _, y in loader]).astype(np.int64)
 
-    def batches(self, batch_size, shuffle, epoch=0):
+    def batches(self, batch_size, shuffle, epoch=0, start=0):
+        if start:
+            raise ValueError("a plain iterable of batches cannot start an epoch at batch "
+                             f"{start}: resume it from an epoch's end")
         for batch in self.loader:
             x, y = np.asarray(batch[0]), np.asarray(batch[1]).reshape(-1).astype(np.int64)
             yield None, (self.transform(x) if x.dtype == np.uint8 else x), y

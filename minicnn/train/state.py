@@ -6,8 +6,14 @@ state says where training was: the completed epoch count, the history and
 every callback's state. So the same file serves ``minicnn evaluate`` and
 ``fit(..., resume=path)``.
 
-Writing holds back Ctrl-C until the file is complete (the write itself is
-atomic: a temporary file renamed over the target).
+Writing holds back Ctrl-C and SIGTERM until the file is complete (the write
+itself is atomic: a temporary file renamed over the target); the held signal is
+then delivered to whatever handler was there before.
+
+``StopSignals`` is what fit() installs while it trains: the first SIGINT or
+SIGTERM only raises a flag, which the loop reads between two batches (or two
+validation batches) to write a checkpoint of the last finished batch and raise
+``Interrupted``; a second signal interrupts at once.
 """
 
 from __future__ import annotations
@@ -18,22 +24,60 @@ import signal
 import threading
 
 KIND = "minicnn.fit"
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class Interrupted(KeyboardInterrupt):
+    """Training stopped by SIGINT or SIGTERM; ``where`` says where, the checkpoint (if any) holds it."""
+
+    def __init__(self, signum: int, where: str = ""):
+        self.signum, self.where = int(signum), where
+        super().__init__(f"{signal.Signals(self.signum).name}: stopped {where}".strip())
+
+
+def _in_main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
 
 
 @contextlib.contextmanager
 def hold_interrupts():
-    """Delay Ctrl-C (SIGINT) until the block is done, then raise KeyboardInterrupt."""
-    if threading.current_thread() is not threading.main_thread():
+    """Delay SIGINT and SIGTERM until the block is done, then deliver them to the previous handlers."""
+    if not _in_main_thread():
         yield
         return
-    received = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    received: list[int] = []
+    previous = {s: signal.signal(s, lambda signum, frame: received.append(signum)) for s in STOP_SIGNALS}
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
-        if received:
-            raise KeyboardInterrupt
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        for s in dict.fromkeys(received):
+            signal.raise_signal(s)
+
+
+class StopSignals:
+    """While active (main thread only): the first SIGINT/SIGTERM sets ``received``; a second one
+    raises KeyboardInterrupt (SIGTERM: Interrupted) right away."""
+
+    def __init__(self):
+        self.received: int | None = None
+        self._previous: dict = {}
+
+    def _handle(self, signum, frame) -> None:
+        if self.received is not None:
+            raise Interrupted(signum, "at once (second signal; the checkpoint is the previous one)")
+        self.received = signum
+
+    def __enter__(self) -> StopSignals:  # noqa: PYI034 (Self needs Python 3.11)
+        if _in_main_thread():
+            self._previous = {s: signal.signal(s, self._handle) for s in STOP_SIGNALS}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+        self._previous = {}
 
 
 def save_training_state(path: str | os.PathLike, model, optimizer, **state) -> str:
@@ -60,3 +104,58 @@ def load_training_state(path: str | os.PathLike, model, optimizer) -> dict:
         raise ValueError(f"{path} is a checkpoint but not one written by fit() (no training progress in it); "
                          "load it with minicnn.io.load_checkpoint instead of resuming")
     return state
+
+
+class EpochProgress:
+    """The running totals of an epoch in progress; a mid-epoch checkpoint stores them as ``partial``.
+
+    With them, the random state at the epoch's start (which drew its shuffled order)
+    and the checkpoint's own random state (the next dropout masks), a resumed run
+    replays the epoch's order, skips the ``cursor`` batches already done and adds
+    the rest to the same totals: the epoch ends with the numbers it would have had.
+    """
+
+    def __init__(self, epoch: int, batch_size: int, epoch_rng: dict):
+        self.epoch, self.batch_size, self.epoch_rng = epoch, batch_size, epoch_rng
+        self.batches = self.cursor = self.seen = self.correct = 0
+        self.total_loss, self.elapsed = 0.0, 0.0
+        self.y_true: list = []
+        self.y_pred: list = []
+
+    def add(self, loss: float, y, pred, cursor: int) -> None:
+        import numpy as np
+        n = len(y)
+        self.total_loss += loss * n
+        self.seen += n
+        self.correct += int((np.asarray(pred) == np.asarray(y)).sum())
+        self.y_true.append(y)
+        self.y_pred.append(pred)
+        self.batches += 1
+        self.cursor = cursor
+
+    def labels(self):
+        """(true, predicted) labels of the batches so far, as two int64 arrays."""
+        import numpy as np
+        if not self.y_true:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        return (np.concatenate(self.y_true).astype(np.int64), np.concatenate(self.y_pred).astype(np.int64))
+
+    def state_dict(self) -> dict:
+        t, p = self.labels()
+        return {"epoch": self.epoch, "batch_size": self.batch_size, "epoch_rng": self.epoch_rng,
+                "batches": self.batches, "cursor": self.cursor, "seen": self.seen, "correct": self.correct,
+                "total_loss": self.total_loss, "elapsed": self.elapsed, "y_true": t, "y_pred": p}
+
+    @classmethod
+    def from_state(cls, state: dict, batch_size: int) -> EpochProgress:
+        if int(state["batch_size"]) != batch_size:
+            raise ValueError(f"the checkpoint stopped within epoch {int(state['epoch']) + 1} with batch size "
+                             f"{int(state['batch_size'])}; it can only continue with that batch size "
+                             f"(this run: {batch_size})")
+        self = cls(int(state["epoch"]), batch_size, state["epoch_rng"])
+        self.batches, self.cursor = int(state["batches"]), int(state["cursor"])
+        self.seen, self.correct = int(state["seen"]), int(state["correct"])
+        self.total_loss, self.elapsed = float(state["total_loss"]), float(state["elapsed"])
+        if self.seen:
+            self.y_true, self.y_pred = [state["y_true"]], [state["y_pred"]]
+        return self

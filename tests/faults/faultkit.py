@@ -6,7 +6,9 @@ second or two; the point of these tests is what happens around training, not acc
 
 from __future__ import annotations
 
+import contextlib
 import os
+import subprocess
 
 import numpy as np
 from PIL import Image
@@ -78,3 +80,39 @@ def train_args(data, out, *extra, dataset: str = "folder", epochs: int = 2, size
     return ["train", "--dataset", dataset, "--data", str(data), "--model", "tiny", "--image-size", str(size),
             "--epochs", str(epochs), "--batch-size", "8", "--out", str(out), "--verbose", "0",
             "--split-by", "image", "--lr", "0.01", *extra]
+
+
+class MountFailed(RuntimeError):
+    """tmpfs could not be mounted here (not root, or no CAP_SYS_ADMIN): use the fallback."""
+
+
+@contextlib.contextmanager
+def tmpfs(path, size: str = "1m", read_only: bool = False, fill=None):
+    """Mount a small tmpfs at ``path`` for the block (``fill(path)`` runs before a read-only remount).
+
+    Raises MountFailed where mounting is not allowed; always unmounts.
+    """
+    os.makedirs(path, exist_ok=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                          check=False, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise MountFailed(done.stderr.strip() or f"mount exited {done.returncode}")
+    try:
+        if fill is not None:
+            fill(path)
+        if read_only:
+            subprocess.run(["mount", "-o", f"remount,ro,size={size}", str(path)], check=True)
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def files_state(folder) -> dict[str, tuple[int, bytes]]:
+    """{relative path: (mtime_ns, content)} of every file under ``folder``: to prove nothing changed."""
+    found = {}
+    for dirpath, _, names in os.walk(folder):
+        for name in names:
+            path = os.path.join(dirpath, name)
+            with open(path, "rb") as f:
+                found[os.path.relpath(path, folder)] = (os.stat(path).st_mtime_ns, f.read())
+    return found
