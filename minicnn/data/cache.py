@@ -21,6 +21,7 @@ writing into the same file.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import threading
@@ -35,6 +36,7 @@ import numpy as np
 
 from minicnn.data.base import Dataset
 from minicnn.data.errors import CorruptImageError, DatasetError
+from minicnn.io.storage import atomic_write_bytes, atomic_write_text, storage_error
 
 _OPEN: dict[str, DiskCache] = {}
 _OPEN_LOCK = threading.Lock()
@@ -43,9 +45,25 @@ TODO, CACHED, BAD = 0, 1, 2
 
 
 def _atomic_save(path: str, array: np.ndarray) -> None:
-    tmp = f"{path}.tmp{os.getpid()}.npy"
-    np.save(tmp, array)
-    os.replace(tmp, path)
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def _new_memmap(path: str, shape: tuple, dtype) -> np.memmap:
+    """A new .npy memory map with its blocks reserved, so a full disk is an error now (naming the file),
+    not a SIGBUS later when a page of a sparse file cannot be written back."""
+    try:
+        images = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
+        if hasattr(os, "posix_fallocate"):
+            with open(path, "rb+") as f:
+                os.posix_fallocate(f.fileno(), 0, os.fstat(f.fileno()).st_size)
+        return images
+    except OSError as err:
+        if os.path.exists(path):
+            os.remove(path)
+        raise storage_error(err, path, "the decoded-image cache needs that much room; or give another "
+                                       "cache_dir") or err
 
 
 class DiskCache:
@@ -90,7 +108,7 @@ class DiskCache:
             self.images = np.lib.format.open_memmap(self.partial, mode="r+")
         else:
             self.state = np.zeros(n, dtype=np.uint8)
-            self.images = np.lib.format.open_memmap(self.partial, mode="w+", dtype=np.uint8, shape=self.shape)
+            self.images = _new_memmap(self.partial, self.shape, np.uint8)
         if self.images.shape != self.shape:
             raise DatasetError(f"cache file {self.stem}.*.npy has shape {self.images.shape}, "
                                f"expected {self.shape}; delete it")
@@ -156,10 +174,7 @@ class DiskCache:
             if isinstance(self.images, np.memmap) and self.images.mode != "r":
                 self.images.flush()
             _atomic_save(self.state_path, self.state)
-            tmp = f"{self.bad_path}.tmp{os.getpid()}"
-            with open(tmp, "w", encoding="utf-8") as f:
-                json.dump({str(k): v for k, v in self.bad.items()}, f)
-            os.replace(tmp, self.bad_path)
+            atomic_write_text(self.bad_path, json.dumps({str(k): v for k, v in self.bad.items()}))
             if self.complete and os.path.isfile(self.partial):
                 os.replace(self.partial, self.final)  # the open map still points at the same file
                 self._release_process_lock()           # complete: read-only from now on

@@ -16,6 +16,7 @@ protocol (60/20/20 by image), which leaks near-copies of a lesion across splits.
 from __future__ import annotations
 
 import csv
+import io
 import os
 from collections.abc import Mapping, Sequence
 
@@ -23,6 +24,7 @@ import numpy as np
 
 from minicnn.data.base import Dataset, Subset, base_of
 from minicnn.data.errors import DatasetError, DatasetFileNotFoundError
+from minicnn.io.storage import atomic_write_text
 
 DEFAULT_NAMES = {2: ("train", "val"), 3: ("train", "val", "test")}
 
@@ -92,12 +94,11 @@ def save_split(path: str | os.PathLike, subsets: Mapping[str, Dataset] | Sequenc
         sources = base.sources()
         for i in idx:
             rows.append([name, int(i), sources[i], base.class_names[base.labels[i]], base.groups[i]])
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(["split", "index", "source", "label", "group"])
-        writer.writerows(rows)
-    os.replace(tmp, path)
+    text = io.StringIO()
+    writer = csv.writer(text)
+    writer.writerow(["split", "index", "source", "label", "group"])
+    writer.writerows(rows)
+    atomic_write_text(path, text.getvalue())
 
 
 def load_split(path: str | os.PathLike, dataset: Dataset) -> dict[str, Subset]:

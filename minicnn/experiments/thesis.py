@@ -194,11 +194,9 @@ def run_path(cfg: ThesisConfig, column: str, seed: int, ext: str = ".json") -> s
 
 
 def _write_json(path: str, data: dict) -> None:
+    from minicnn.io.storage import atomic_write_text
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=1)
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(data, indent=1))
 
 
 def pixel_arrays(cfg: ThesisConfig, parts) -> tuple[np.ndarray, ...]:

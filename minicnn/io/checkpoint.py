@@ -24,9 +24,14 @@ one, never a broken one.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import json
 import os
+import sys
 import tempfile
+import time
+import traceback
 
 import h5py
 import numpy as np
@@ -35,6 +40,7 @@ from minicnn import random as mrandom
 from minicnn.backends import get_backend
 from minicnn.io.errors import WeightsError
 from minicnn.io.keras_h5 import open_h5
+from minicnn.io.storage import FULL, error_code, storage_error
 from minicnn.tensor import no_grad
 
 FORMAT = "minicnn-checkpoint"
@@ -126,21 +132,34 @@ def decode_tree(group: h5py.Group):
 # ---- atomic writing ---------------------------------------------------------------------
 
 def atomic_h5_write(path: str | os.PathLike, write) -> None:
-    """Call ``write(h5py.File)`` on a temporary file next to ``path``, fsync it, then rename it over ``path``."""
+    """Call ``write(h5py.File)`` on a temporary file next to ``path``, fsync it, then rename it over ``path``.
+
+    A full disk, a file-size limit or a read-only folder raises minicnn.io.storage.StorageError
+    naming ``path`` (and the free space); the temporary file is removed and ``path`` is untouched.
+    """
     path = os.path.abspath(os.fspath(path))
     directory = os.path.dirname(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
-    os.close(fd)
+    tmp = f = None
     try:
-        with h5py.File(tmp, "w") as f:
+        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
+        os.close(fd)
+        with _quiet_failed_writes(), h5py.File(tmp, "w") as f:
             write(f)
             f.flush()
+        f = None
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
+        _test_hook_slow_write()
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
+    except BaseException as err:
+        if tmp is not None and os.path.exists(tmp):
             os.remove(tmp)
+        kept = "the previous file there is intact" if os.path.exists(path) else "nothing was written"
+        failed = storage_error(err, path, kept) if isinstance(err, (OSError, RuntimeError)) else None
+        if failed is not None:
+            held, f = [f], None
+            _release_broken_file(err, held)
+            raise failed from None
         raise
     if hasattr(os, "O_DIRECTORY"):  # make the rename itself durable
         dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
@@ -148,6 +167,43 @@ def atomic_h5_write(path: str | os.PathLike, write) -> None:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
+
+
+@contextlib.contextmanager
+def _quiet_failed_writes():
+    """Swallow the "Exception ignored in ObjectID.__dealloc__" reports of h5py objects freed after
+    HDF5 hit a full disk (each retries the failed write); the write itself still raises."""
+    previous = sys.unraisablehook
+
+    def hook(unraisable):
+        if not (isinstance(unraisable.exc_value, RuntimeError) and error_code(unraisable.exc_value) in FULL):
+            previous(unraisable)
+    sys.unraisablehook = hook
+    try:
+        yield
+    finally:
+        sys.unraisablehook = previous
+
+
+def _release_broken_file(err: BaseException, held: list) -> None:
+    """Free the h5py objects of a file whose write failed (the File in ``held`` and those the
+    traceback's frames hold) while failed writes are quiet, rather than at some later time."""
+    with _quiet_failed_writes():
+        held.clear()
+        while err is not None:
+            if err.__traceback__ is not None:
+                traceback.clear_frames(err.__traceback__)
+            err.__traceback__ = None
+            err = err.__context__
+        gc.collect()
+
+
+def _test_hook_slow_write() -> None:
+    """$MINICNN_TEST_SLOW_WRITE seconds of sleep between the finished temporary file and its
+    rename: lets the fault tests kill a process in the middle of a checkpoint write."""
+    delay = os.environ.get("MINICNN_TEST_SLOW_WRITE")
+    if delay:
+        time.sleep(float(delay))
 
 
 # ---- checkpoints ------------------------------------------------------------------------

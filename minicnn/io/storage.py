@@ -17,7 +17,7 @@ import tempfile
 
 FULL = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
 DENIED = (errno.EACCES, errno.EPERM, errno.EROFS)
-# h5py reports HDF5's own write failures as a bare OSError whose text carries the errno
+# h5py reports some HDF5 write failures as an OSError or RuntimeError whose text carries the errno
 _H5_ERRNO = re.compile(r"errno = (\d+)")
 
 
@@ -33,12 +33,18 @@ class StorageError(OSError):
         return self.message
 
 
-def error_code(err: BaseException) -> int | None:
-    """The errno of an OSError, also when h5py only put it in the message text."""
-    if isinstance(err, OSError) and err.errno:
-        return err.errno
-    match = _H5_ERRNO.search(str(err))
-    return int(match.group(1)) if match else None
+def error_code(err: BaseException | None) -> int | None:
+    """The errno of an OSError, also when h5py only put it in the message text, or in the error
+    that the one raised happened while handling (HDF5 fails again closing a file it could not flush)."""
+    seen = 0
+    while err is not None and seen < 5:
+        if isinstance(err, OSError) and err.errno:
+            return err.errno
+        match = _H5_ERRNO.search(str(err))
+        if match:
+            return int(match.group(1))
+        err, seen = err.__cause__ or err.__context__, seen + 1
+    return None
 
 
 def free_space(path: str) -> str:
@@ -75,22 +81,28 @@ def storage_error(err: BaseException, path: str, kept: str | None = None) -> Sto
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file and a rename; StorageError on a full or read-only disk."""
+    """Write ``text`` (UTF-8) to ``path`` via a temporary file and a rename; StorageError on a full or
+    read-only disk, the old file intact and no temporary file left."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """``atomic_write_text`` for bytes."""
     path = os.path.abspath(os.fspath(path))
     tmp = None
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp",
                                    dir=os.path.dirname(path))
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except OSError as err:
+    except BaseException as err:
         if tmp is not None and os.path.exists(tmp):
             os.remove(tmp)
-        raise storage_error(err, path, "the previous file is intact" if os.path.exists(path) else None) or err
-    except BaseException:
-        if tmp is not None and os.path.exists(tmp):
-            os.remove(tmp)
+        kept = "the previous file is intact" if os.path.exists(path) else None
+        failed = storage_error(err, path, kept) if isinstance(err, OSError) else None
+        if failed is not None:
+            raise failed from err
         raise

@@ -24,6 +24,7 @@ import tempfile
 
 import numpy as np
 
+from minicnn.io.storage import storage_error
 from minicnn.nn import Dropout, Module
 
 
@@ -89,9 +90,21 @@ class FeatureCache:
         else:
             directory = self.directory
             os.makedirs(directory, exist_ok=True)
-        fd, self.path = tempfile.mkstemp(suffix=".f32", dir=directory)
-        os.close(fd)
-        self.rows = np.memmap(self.path, dtype=dtype, mode="w+", shape=shape)
+        try:
+            fd, self.path = tempfile.mkstemp(suffix=".f32", dir=directory)
+            if hasattr(os, "posix_fallocate"):   # reserve the blocks: a full disk fails here, not as SIGBUS
+                os.posix_fallocate(fd, 0, max(1, nbytes))
+            os.close(fd)
+            self.rows = np.memmap(self.path, dtype=dtype, mode="w+", shape=shape)
+        except OSError as err:
+            if self.path and os.path.exists(self.path):
+                os.remove(self.path)
+            failed = storage_error(err, self.path or directory, f"the feature cache needs {nbytes} bytes; give "
+                                   "fit(cache_dir=...) on a larger disk, or feature_cache='memory'")
+            self.path = None
+            if failed is not None:
+                raise failed from err
+            raise
 
     def store(self, indices: np.ndarray, features: np.ndarray) -> None:
         if self.rows is None:
