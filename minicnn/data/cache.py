@@ -7,6 +7,9 @@ Files in ``cache_dir`` for a data set with fingerprint K (see
                      every sample has been decoded or found unreadable;
 - ``K.partial.npy``  the same array while it is being filled;
 - ``K.state.npy``    uint8 per sample: 0 not yet decoded, 1 cached, 2 unreadable;
+- ``K.crc.npy``      uint32 per sample: the CRC-32 of its pixels, checked on every read;
+                     an entry that fails it (a damaged disk, a stray write) is decoded
+                     again from its source and rewritten, with a warning naming it;
 - ``K.bad.json``     {index: reason} for the unreadable ones.
 
 The state is written (atomically: temp file + ``os.replace``) only after the
@@ -26,6 +29,7 @@ import json
 import os
 import threading
 import warnings
+import zlib
 
 try:
     import fcntl
@@ -42,6 +46,7 @@ _OPEN: dict[str, DiskCache] = {}
 _OPEN_LOCK = threading.Lock()
 
 TODO, CACHED, BAD = 0, 1, 2
+FORMAT = "v2"          # v2: with per-image CRC-32 (older caches are not read, they have no checksums)
 
 
 def _atomic_save(path: str, array: np.ndarray) -> None:
@@ -79,7 +84,7 @@ class DiskCache:
             raise DatasetError(f"a disk cache needs fixed-size images: give {type(dataset).__name__} "
                                f"image_size=(H, W)")
         os.makedirs(cache_dir, exist_ok=True)
-        stem = os.path.join(os.fspath(cache_dir), f"{type(dataset).__name__.lower()}-{dataset.fingerprint()}")
+        stem = cls.stem_for(cache_dir, dataset)
         with _OPEN_LOCK:
             if stem not in _OPEN:
                 try:
@@ -90,10 +95,16 @@ class DiskCache:
                     return None
             return _OPEN[stem]
 
+    @staticmethod
+    def stem_for(cache_dir: str | os.PathLike, dataset: Dataset) -> str:
+        """The path (without suffix) of ``dataset``'s cache files in ``cache_dir``."""
+        return os.path.join(os.fspath(cache_dir), f"{type(dataset).__name__.lower()}-{FORMAT}-{dataset.fingerprint()}")
+
     def __init__(self, stem: str, n: int, size: tuple[int, int]):
         self.stem, self.n, self.shape = stem, n, (n, size[0], size[1], 3)
         self.final, self.partial = f"{stem}.npy", f"{stem}.partial.npy"
         self.state_path, self.bad_path = f"{stem}.state.npy", f"{stem}.bad.json"
+        self.crc_path = f"{stem}.crc.npy"
         self.lock = threading.Lock()
         self.dirty = False
         self._lock_file = None
@@ -102,6 +113,12 @@ class DiskCache:
             self._take_process_lock()
             self.state = self._load_state()        # re-read: the previous holder may have finished
         self.bad = self._load_bad() if self.state is not None else {}
+        self.crc = self._load_crc() if self.state is not None else None
+        if self.crc is None:                       # no checksums: nothing cached can be trusted
+            if self._lock_file is None:
+                self._take_process_lock()
+            self.state = None
+            self.crc = np.zeros(n, dtype=np.uint32)
         if self._final_is_complete():
             self.images = np.load(self.final, mmap_mode="r")
         elif os.path.isfile(self.partial) and self.state is not None:
@@ -133,6 +150,12 @@ class DiskCache:
         with open(self.bad_path, encoding="utf-8") as f:
             return {int(k): v for k, v in json.load(f).items()}
 
+    def _load_crc(self) -> np.ndarray | None:
+        if not os.path.isfile(self.crc_path):
+            return None
+        crc = np.load(self.crc_path, allow_pickle=False)
+        return crc.copy() if crc.shape == (self.n,) and crc.dtype == np.uint32 else None
+
     def _load_state(self) -> np.ndarray | None:
         if not os.path.isfile(self.state_path):
             return None
@@ -147,7 +170,12 @@ class DiskCache:
         """A copy of the cached image, None if not cached yet; CorruptImageError if known bad."""
         s = self.state[index]
         if s == CACHED:
-            return np.array(self.images[index])
+            image = np.array(self.images[index])
+            if zlib.crc32(image) == self.crc[index]:
+                return image
+            warnings.warn(f"decoded-image cache {self.images.filename}: sample {index} fails its checksum; "
+                          f"decoding it again from its source", RuntimeWarning, stacklevel=3)
+            return None
         if s == BAD:
             path, _, reason = self.bad.get(index, "?\t?").partition("\t")
             raise CorruptImageError(path, reason)
@@ -156,9 +184,22 @@ class DiskCache:
     def put(self, index: int, image: np.ndarray) -> None:
         if image.shape != self.shape[1:]:
             raise DatasetError(f"image {index} has shape {image.shape}, cache expects {self.shape[1:]}")
-        self.images[index] = image
-        self.state[index] = CACHED
-        self.dirty = True
+        with self.lock:
+            if self.images.mode == "r" and not self._reopen_writable():
+                return                              # another process holds the cache: leave it be
+            self.images[index] = image
+            self.crc[index] = zlib.crc32(np.ascontiguousarray(image))
+            self.state[index] = CACHED
+            self.dirty = True
+
+    def _reopen_writable(self) -> bool:
+        """A complete (read-only) cache about to be repaired: take the lock, map it writable."""
+        try:
+            self._take_process_lock()
+        except BlockingIOError:
+            return False
+        self.images = np.load(self.final, mmap_mode="r+")
+        return True
 
     def mark_bad(self, index: int, path: str, reason: str) -> None:
         with self.lock:
@@ -173,11 +214,14 @@ class DiskCache:
                 return
             if isinstance(self.images, np.memmap) and self.images.mode != "r":
                 self.images.flush()
+            _atomic_save(self.crc_path, self.crc)  # checksums first: "cached" must never lack one
             _atomic_save(self.state_path, self.state)
             atomic_write_text(self.bad_path, json.dumps({str(k): v for k, v in self.bad.items()}))
             if self.complete and os.path.isfile(self.partial):
                 os.replace(self.partial, self.final)  # the open map still points at the same file
+            if self.complete:
                 self._release_process_lock()           # complete: read-only from now on
+                self.images = np.load(self.final, mmap_mode="r")
             self.dirty = False
 
     def _release_process_lock(self) -> None:

@@ -39,6 +39,7 @@ import numpy as np
 from minicnn import random as mrandom
 from minicnn.backends import get_backend
 from minicnn.io.errors import WeightsError
+from minicnn.io.integrity import add_trailer, check_trailer
 from minicnn.io.keras_h5 import open_h5
 from minicnn.io.storage import FULL, error_code, storage_error
 from minicnn.tensor import no_grad
@@ -131,8 +132,10 @@ def decode_tree(group: h5py.Group):
 
 # ---- atomic writing ---------------------------------------------------------------------
 
-def atomic_h5_write(path: str | os.PathLike, write) -> None:
+def atomic_h5_write(path: str | os.PathLike, write, checksum: bool = False) -> None:
     """Call ``write(h5py.File)`` on a temporary file next to ``path``, fsync it, then rename it over ``path``.
+
+    ``checksum``: append a SHA-256 trailer (minicnn.io.integrity), checked before the file is read.
 
     A full disk, a file-size limit or a read-only folder raises minicnn.io.storage.StorageError
     naming ``path`` (and the free space); the temporary file is removed and ``path`` is untouched.
@@ -147,6 +150,8 @@ def atomic_h5_write(path: str | os.PathLike, write) -> None:
             write(f)
             f.flush()
         f = None
+        if checksum:
+            add_trailer(tmp)
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
         _test_hook_slow_write()
@@ -239,10 +244,12 @@ def save_checkpoint(path: str | os.PathLike, model, optimizer=None, **state) -> 
             group.attrs["class"] = type(optimizer).__name__
         encode_tree(f.create_group("state"), state, "state")
 
-    atomic_h5_write(path, write)
+    atomic_h5_write(path, write, checksum=True)
 
 
-def _open_checkpoint(path: str) -> h5py.File:
+def _open_checkpoint(path: str, verify_content: bool = False) -> h5py.File:
+    if verify_content and os.path.isfile(path):
+        check_trailer(path)          # before HDF5 parses it: libhdf5 can crash on a damaged file
     f = open_h5(path)
     if f.attrs.get("format") != FORMAT:
         f.close()
@@ -256,9 +263,12 @@ def _open_checkpoint(path: str) -> h5py.File:
 
 
 def read_checkpoint_weights(path: str | os.PathLike) -> tuple[dict, dict, dict | None]:
-    """({name: array}, {name: trainable}, model_config) of a checkpoint, without a model."""
+    """({name: array}, {name: trainable}, model_config) of a checkpoint, without a model.
+
+    The file's checksums are verified first: a damaged file is a WeightsError naming it.
+    """
     path = os.fspath(path)
-    with _open_checkpoint(path) as f:
+    with _open_checkpoint(path, verify_content=True) as f:
         group = f["model"]
         names = json.loads(group.attrs["names"])
         arrays = {name: np.asarray(group[name][()]) for name in names}

@@ -32,7 +32,7 @@ from minicnn import metrics as M
 from minicnn import random as mrandom
 from minicnn.functional import softmax, softmax_cross_entropy
 from minicnn.tensor import Tensor, no_grad
-from minicnn.train.cache import FeatureCache, frozen_prefix
+from minicnn.train.cache import FeatureCache, frozen_prefix, prefix_key
 from minicnn.train.callbacks import Callback, ModelCheckpoint, NonFiniteLoss, ProgressBar, TerminateOnNaN
 from minicnn.train.sources import Source, as_source
 from minicnn.train.state import (
@@ -210,10 +210,11 @@ class Trainer:
         if not (self.feature_cache and k and source.indexable and not source.augmented):
             return None
         held = self._caches.get(key)
-        if held is None or held[0] != k:          # the frozen prefix changed (two-phase): start over
+        version = prefix_key(self.model, k)       # the prefix's depth and the bytes of its weights
+        if held is None or held[0] != version:    # changed (two-phase, a callback): start over
             if held is not None:
                 held[1].close()
-            held = (k, FeatureCache(len(source), self.feature_cache, self.cache_dir))
+            held = (version, FeatureCache(len(source), self.feature_cache, self.cache_dir))
             self._caches[key] = held
         return held[1]
 
