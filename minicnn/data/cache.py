@@ -40,7 +40,7 @@ import numpy as np
 
 from minicnn.data.base import Dataset
 from minicnn.data.errors import CorruptImageError, DatasetError
-from minicnn.io.storage import atomic_write_bytes, atomic_write_text, storage_error
+from minicnn.io.storage import atomic_write_bytes, atomic_write_text, fault_point, storage_error
 
 _OPEN: dict[str, DiskCache] = {}
 _OPEN_LOCK = threading.Lock()
@@ -187,6 +187,7 @@ class DiskCache:
         with self.lock:
             if self.images.mode == "r" and not self._reopen_writable():
                 return                              # another process holds the cache: leave it be
+            fault_point("decode")
             self.images[index] = image
             self.crc[index] = zlib.crc32(np.ascontiguousarray(image))
             self.state[index] = CACHED

@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from minicnn import metrics as M
+from minicnn.io.storage import fault_point
 
 HAM_COLUMNS = ("majority", "decision_tree", "random_forest", "random", "all", "last_block", "first_block",
                "first_last_blocks")
@@ -199,6 +200,11 @@ def _write_json(path: str, data: dict) -> None:
     atomic_write_text(path, json.dumps(data, indent=1))
 
 
+def _remove_if_there(path: str) -> None:
+    if os.path.exists(path):
+        os.remove(path)
+
+
 def pixel_arrays(cfg: ThesisConfig, parts) -> tuple[np.ndarray, ...]:
     """(x_train, y_train, x_test, y_test) for the baselines: raw pixels, block-averaged to
     baseline_size, train = the CNNs' train + validation (80%), test = their test (20%)."""
@@ -286,6 +292,7 @@ def run_thesis(cfg: ThesisConfig, log=print) -> dict:
             path = run_path(cfg, column, seed)
             if os.path.exists(path):
                 log(f"[{cfg.dataset}] {column} seed {seed}: done earlier ({path})")
+                _remove_if_there(run_path(cfg, column, seed, ".ckpt.h5"))  # left by a kill right after the run
                 continue
             log(f"[{cfg.dataset}] {column} seed {seed}: running")
             if column in BASELINES:
@@ -299,9 +306,8 @@ def run_thesis(cfg: ThesisConfig, log=print) -> dict:
             out.update(column=column, seed=seed, dataset=cfg.dataset,
                        config={k: v for k, v in asdict(cfg).items() if k != "notes"})
             _write_json(path, out)
-            ckpt = run_path(cfg, column, seed, ".ckpt.h5")
-            if os.path.exists(ckpt):
-                os.remove(ckpt)
+            fault_point("thesis_run")
+            _remove_if_there(run_path(cfg, column, seed, ".ckpt.h5"))
             s = out["summary"]
             log(f"[{cfg.dataset}] {column} seed {seed}: micro F1 {s['micro_f1']:.3f}, macro F1 "
                 f"{s['macro_f1']:.3f}, balanced accuracy {s['balanced_accuracy']:.3f}")

@@ -41,7 +41,7 @@ from minicnn.backends import get_backend
 from minicnn.io.errors import WeightsError
 from minicnn.io.integrity import add_trailer, check_trailer
 from minicnn.io.keras_h5 import open_h5
-from minicnn.io.storage import FULL, error_code, storage_error
+from minicnn.io.storage import FULL, error_code, fault_point, storage_error
 from minicnn.tensor import no_grad
 
 FORMAT = "minicnn-checkpoint"
@@ -155,6 +155,7 @@ def atomic_h5_write(path: str | os.PathLike, write, checksum: bool = False) -> N
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
         _test_hook_slow_write()
+        fault_point("checkpoint")
         os.replace(tmp, path)
     except BaseException as err:
         if tmp is not None and os.path.exists(tmp):

@@ -13,6 +13,7 @@ import errno
 import os
 import re
 import shutil
+import signal
 import tempfile
 
 FULL = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
@@ -80,6 +81,21 @@ def storage_error(err: BaseException, path: str, kept: str | None = None) -> Sto
     return None
 
 
+_KILL_AT = os.environ.get("MINICNN_TEST_KILL_AT")   # "point:n", read once
+_PASSED: dict[str, int] = {}
+
+
+def fault_point(name: str) -> None:
+    """A test hook: with $MINICNN_TEST_KILL_AT = "name:n" the process SIGKILLs itself the n-th time
+    it passes the point ``name`` (the fault-injection tests use it to die at exact places:
+    "batch", "val_batch", "checkpoint", "write", "decode", "feature", "thesis_run"). Unset: nothing."""
+    if _KILL_AT is None or _KILL_AT.partition(":")[0] != name:
+        return
+    _PASSED[name] = _PASSED.get(name, 0) + 1
+    if _PASSED[name] == int(_KILL_AT.partition(":")[2]):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write ``text`` (UTF-8) to ``path`` via a temporary file and a rename; StorageError on a full or
     read-only disk, the old file intact and no temporary file left."""
@@ -97,6 +113,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        fault_point("write")
         os.replace(tmp, path)
     except BaseException as err:
         if tmp is not None and os.path.exists(tmp):

@@ -11,10 +11,13 @@ memory, or in a memory-mapped file on disk when large) and later epochs feed
 the stored rows straight into layer k. With blocks 1-4 of VGG16 frozen this
 removes ~90% of the forward work of every epoch after the first.
 
-The stored rows are the very arrays the first epoch computed, so training from
-the cache gives the same numbers as recomputing (given that a layer's output
-for one image does not depend on the other images in its batch, which holds
-for convolution, pooling, ReLU, flatten and dense layers).
+The stored rows are the very arrays the first epoch computed. Training from the
+cache gives the numbers recomputing gives up to float rounding only: a
+convolution's output for one image can differ in its last bit with the other
+images of its batch (the tiled kernels' summation order). So that a resumed run
+still equals an uninterrupted one bit for bit, the cache logs which images were
+computed together (``plan``); a checkpoint stores the log and, after a resume,
+fit() recomputes the lost rows in those very groups (``refill``).
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import tempfile
 
 import numpy as np
 
-from minicnn.io.storage import storage_error
+from minicnn.io.storage import fault_point, storage_error
 from minicnn.nn import Dropout, Module
 
 
@@ -89,6 +92,7 @@ class FeatureCache:
         self.filled = np.zeros(num_samples, bool)
         self.path: str | None = None
         self._tmpdir = None
+        self.fill_log: list[np.ndarray] = []   # the index groups stored, in order
 
     @property
     def complete(self) -> bool:
@@ -124,10 +128,26 @@ class FeatureCache:
             raise
 
     def store(self, indices: np.ndarray, features: np.ndarray) -> None:
+        fault_point("feature")
         if self.rows is None:
             self._allocate(features.shape[1:], features.dtype)
         self.rows[indices] = features
         self.filled[indices] = True
+        self.fill_log.append(np.asarray(indices, np.int64).copy())
+
+    def plan(self) -> dict:
+        """The groups of samples computed together so far: {"indices": concatenated, "sizes": per group}."""
+        sizes = np.array([len(g) for g in self.fill_log], np.int64)
+        indices = np.concatenate(self.fill_log) if self.fill_log else np.zeros(0, np.int64)
+        return {"indices": indices, "sizes": sizes}
+
+    def refill(self, plan: dict, compute) -> None:
+        """Recompute the rows of ``plan`` group by group: ``compute(indices) -> (kept indices, rows)``."""
+        indices, sizes = np.asarray(plan["indices"], np.int64), np.asarray(plan["sizes"], np.int64)
+        for group in np.split(indices, np.cumsum(sizes)[:-1]) if len(sizes) else []:
+            kept, rows = compute(group)
+            if rows is not None:
+                self.store(kept, rows)
 
     def has(self, indices: np.ndarray) -> bool:
         return self.rows is not None and bool(self.filled[indices].all())
@@ -143,6 +163,7 @@ class FeatureCache:
         """Drop the rows (and delete the disk file)."""
         self.rows = None
         self.filled[:] = False
+        self.fill_log = []
         if self.path and os.path.exists(self.path):
             os.remove(self.path)
         self.path = None

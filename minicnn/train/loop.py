@@ -31,6 +31,7 @@ import numpy as np
 from minicnn import metrics as M
 from minicnn import random as mrandom
 from minicnn.functional import softmax, softmax_cross_entropy
+from minicnn.io.storage import fault_point
 from minicnn.tensor import Tensor, no_grad
 from minicnn.train.cache import FeatureCache, frozen_prefix, prefix_key
 from minicnn.train.callbacks import Callback, ModelCheckpoint, NonFiniteLoss, ProgressBar, TerminateOnNaN
@@ -137,6 +138,7 @@ class Trainer:
         self.progress: EpochProgress | None = None       # the epoch in progress
         self.resume_progress: dict | None = None         # a checkpoint's unfinished epoch, to continue
         self._saved_position: tuple | None = None
+        self.resume_caches: dict = {}                    # a checkpoint's feature-cache plans
         self._last_save = time.monotonic()
 
     # ---- messages and state ---------------------------------------------------------
@@ -147,8 +149,11 @@ class Trainer:
     def save_state(self, path: str, partial: EpochProgress | None = None) -> str:
         """Write a resumable checkpoint: after the last completed epoch, or (``partial``) within one."""
         extra = {"partial": partial.state_dict()} if partial is not None else {}
+        if self._caches:   # which images each cache computed together, to recompute them alike on resume
+            extra["feature_cache"] = {key: {"version": version, **cache.plan()}
+                                      for key, (version, cache) in self._caches.items()}
         save_training_state(path, self.model, self.optimizer, epoch=self._completed, epochs=self.epochs,
-                            info=self.info,
+                            info=self.info, stop_training=bool(self.stop_training),
                             history=self.history.history,
                             callbacks=[{"type": type(cb).__name__, "state": cb.state_dict()}
                                        for cb in self.callbacks], **extra)
@@ -185,6 +190,8 @@ class Trainer:
             cb.load_state_dict(s["state"])
         self.initial_epoch = int(state["epoch"])
         self.resume_progress = state.get("partial")
+        self.stop_training = bool(state.get("stop_training", False))  # e.g. stopped early: stays stopped
+        self.resume_caches = dict(state.get("feature_cache") or {})
 
     def note_bad_files(self, *sources) -> None:
         """Record (and, unless the source does it itself, warn about) newly skipped unreadable images."""
@@ -216,7 +223,20 @@ class Trainer:
                 held[1].close()
             held = (version, FeatureCache(len(source), self.feature_cache, self.cache_dir))
             self._caches[key] = held
+            plan = self.resume_caches.pop(key, None)
+            if plan is not None and plan["version"] == version:
+                held[1].refill(plan, lambda idx: self._prefix_rows(source, idx, k))
         return held[1]
+
+    def _prefix_rows(self, source: Source, indices: np.ndarray, k: int):
+        """(kept indices, prefix outputs) of the samples ``indices``, computed as one batch."""
+        batch = source.fetch(indices)
+        if batch is None:
+            return indices, None
+        kept, x, _ = batch
+        with no_grad():
+            h = self._layers(Tensor(np.asarray(x, self.dtype), device=self.device), 0, k)
+        return kept, h.numpy()
 
     def forward(self, x: np.ndarray, idx, k: int, cache: FeatureCache | None) -> Tensor:
         """Logits for a batch: the first k (frozen) layers without a graph, from the cache when there."""
@@ -274,6 +294,7 @@ class Trainer:
             if self.grad_hook is not None:
                 self.grad_hook(params)
             self.optimizer.step()
+            fault_point("batch")
             pred = np.argmax(logits.numpy(), axis=1)
             p.add(value, y, pred, source.cursor)
             p.elapsed = time.perf_counter() - start
@@ -314,6 +335,7 @@ def run_inference(trainer: Trainer, source: Source, k: int, cache, with_loss: bo
                 probs.append(softmax(logits).numpy())
                 ys.append(y)
                 seen += len(y)
+                fault_point("val_batch")
                 if trainer.signals is not None and trainer.signals.received is not None:
                     trainer.at_boundary(f"in the validation after epoch {trainer.progress.epoch + 1}")
     finally:
@@ -441,6 +463,8 @@ def _epochs(trainer: Trainer, train_src: Source, val_src: Source | None, metrics
     """fit()'s loop over the epochs still to run."""
     cbs, optimizer = trainer.callbacks, trainer.optimizer
     for epoch in range(trainer.initial_epoch, trainer.epochs):
+        if trainer.stop_training:               # a resumed run that had already stopped
+            break
         trainer.at_boundary(f"before epoch {epoch + 1}")
         for cb in cbs:
             cb.on_epoch_begin(trainer, epoch)

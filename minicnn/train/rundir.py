@@ -291,9 +291,14 @@ def apply_changes(changed: dict):
 
 
 def start(out: str, overwrite: bool, split_file: str | None = None, parts=None) -> None:
-    """The run is known to start: remove a replaced run's files (--overwrite), write the split."""
+    """The run is known to start: remove temporary files a killed run left, a replaced run's files
+    (--overwrite), and write the split."""
     from minicnn.data import save_split
 
+    for name in os.listdir(out):               # temporary files of writes a kill cut short
+        base = name[1:].rsplit(".", 2)[0] if name.startswith(".") and name.endswith(".tmp") else None
+        if base in RUN_FILES:
+            os.remove(os.path.join(out, name))
     if overwrite:
         for name in RUN_FILES:
             path = os.path.join(out, name)

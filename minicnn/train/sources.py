@@ -167,6 +167,21 @@ class DataLoaderSource(Source):
         images = np.stack([self.loader.load(int(i)) for i in indices])
         return self.transform(images), self.labels[indices]
 
+    def fetch(self, indices):
+        """The samples ``indices`` as the loader makes a batch of them (its preprocessing; skipping
+        unreadable files), as unaugmented training or validation sees them."""
+        previous = self.loader.return_index
+        self.loader.return_index = True
+        try:
+            made = self.loader._make_batch(np.asarray(indices, np.int64), self.loader.epoch)
+        finally:
+            self.loader.return_index = previous
+        if made is None:
+            return None
+        x, y, kept = made
+        x = self.transform(x) if np.asarray(x).dtype == np.uint8 else np.asarray(x)
+        return np.asarray(kept, np.int64), x, np.asarray(y, np.int64)
+
 
 class LoaderSource(Source):
     """Any other iterable of (x, y) batches, re-iterated every epoch (never cached)."""

@@ -121,3 +121,14 @@ def test_periodic_checkpoints_within_an_epoch(tmp_path):
         checkpoint_minutes=0, callbacks=[Record()])
     assert seen == [None, 1, 2, 3]   # on_batch_end of batch b runs before batch b's checkpoint
     assert "partial" not in load_checkpoint(ckpt)   # the epoch's end replaced it
+
+
+def test_a_run_that_stopped_early_stays_stopped_on_resume(tmp_path):
+    (x, y), val = data_for("arrays", None)
+    histories = []
+    for resume in (None, str(tmp_path / "last.h5")):
+        model = tiny_vgg()
+        stop = EarlyStopping("loss", mode="max", patience=1)   # the loss falls: stops after epoch 2
+        histories.append(fit(model, (x, y), val, sgd(model), epochs=6, batch_size=8, verbose=0,
+                             callbacks=[stop], checkpoint=str(tmp_path / "last.h5"), resume=resume))
+    assert len(histories[0]["loss"]) == 2 and numbers(histories[1]) == numbers(histories[0])
