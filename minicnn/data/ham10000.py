@@ -57,6 +57,9 @@ class HAM10000(Dataset):
                 f"HAM10000 metadata not found: {self.metadata_path} (expected the CSV with header "
                 f"{','.join(HAM_COLUMNS)})")
         rows, header = _read_csv(self.metadata_path)
+        if not rows:
+            raise DatasetError(f"{self.metadata_path}: no images listed (only {'a header' if header else 'nothing'}; "
+                               f"expected one line per image under {','.join(HAM_COLUMNS)})")
         self.class_names = list(HAM_CLASSES)
         if header[:1] == ["image"] and set(ISIC_ONEHOT_COLUMNS) <= set(header):
             image_ids, labels, groups = _parse_onehot(self.metadata_path, header, rows)

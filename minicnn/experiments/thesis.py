@@ -279,6 +279,19 @@ def run_cnn_column(cfg: ThesisConfig, parts, column: str, seed: int) -> dict | N
 
 def run_thesis(cfg: ThesisConfig, log=print) -> dict:
     """Run (or finish) every column x seed, then write the tables and figures. Returns the report paths."""
+    from minicnn.train.rundir import RunLock, remove_temporary_files
+
+    lock = RunLock(cfg.folder).acquire()      # one table run per folder at a time
+    try:
+        for sub in ("runs", "models", ""):      # temporary files of writes a kill cut short
+            remove_temporary_files(os.path.join(cfg.folder, sub), "*")
+        return _run_table(cfg, log)
+    finally:
+        lock.release()
+
+
+def _run_table(cfg: ThesisConfig, log) -> dict:
+    """run_thesis's work, with the folder locked."""
     from minicnn.experiments.report import write_report
 
     ds = open_dataset(cfg)

@@ -146,11 +146,12 @@ def train_run(args: argparse.Namespace) -> int:
     info = {"class_names": list(ds.class_names), "image_size": args.image_size, "preprocess": args.preprocess,
             "model": args.model, "preset": args.preset, "dataset": args.dataset, "run": rundir.run_config(args)}
     cw = class_weights(train.labels, "balanced")[0] if args.class_weight == "balanced" else None
-    changed = rundir.check_resume(args, last) if args.resume else {}
+    source = rundir.resume_point(args.out) if args.resume else None
+    changed = rundir.check_resume(args, source) if args.resume else {}
     rundir.start(args.out, args.overwrite, None if stored_split else split_file, (train, val, test))
     history = fit(model, _loader(train, args.batch_size, True, args.seed, args.augment, args.preprocess),
                   _loader(val, args.batch_size, preprocess=args.preprocess), opt, epochs=args.epochs,
-                  callbacks=callbacks, checkpoint=last, resume=last if args.resume else None,
+                  callbacks=callbacks, checkpoint=last, resume=source,
                   class_weight=cw, verbose=args.verbose, checkpoint_info=info,
                   checkpoint_minutes=args.checkpoint_minutes, after_resume=rundir.apply_changes(changed))
     if history.stop_reason:

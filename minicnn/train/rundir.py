@@ -45,6 +45,7 @@ RUN_FILES = (*CHECKPOINTS, "history.csv", "split.csv", "bad_images.txt")
 # settings that may change on --resume without changing what training computes
 NEUTRAL = {"verbose", "out", "resume", "overwrite", "allow_changed", "data", "epochs", "checkpoint_minutes"}
 EXIT_STORAGE, EXIT_SIGINT, EXIT_SIGTERM = 74, 130, 143
+MIN_IMAGE_SIZE = 32    # vgg16 and tiny both pool five times
 
 
 class RunDirError(ValueError):
@@ -58,8 +59,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--allow-changed", action="append", default=[], metavar="SETTING[,SETTING]",
                    help="with --resume: accept these changed settings (e.g. lr) although the result then "
                         "differs from an uninterrupted run")
-    p.add_argument("--checkpoint-minutes", type=float, default=10.0,
-                   help="also checkpoint within an epoch every this many minutes (default 10; 0: every batch)")
+    p.add_argument("--checkpoint-minutes", type=float, default=None,
+                   help="also checkpoint within an epoch every this many minutes (default "
+                        "$MINICNN_CHECKPOINT_MINUTES, else 10; 0: after every batch)")
 
 
 # ---- the lock -------------------------------------------------------------------------------
@@ -163,7 +165,7 @@ def check_folder(out: str, resume: bool, overwrite: bool) -> None:
     if found and not (resume or overwrite):
         raise RunDirError(f"{out} already holds a run ({', '.join(found)}): pass --resume to continue it, "
                           f"--overwrite to replace it, or choose another --out")
-    if resume and not os.path.exists(os.path.join(out, "last.h5")):
+    if resume and not found:
         raise RunDirError(f"--resume: no checkpoint {os.path.join(out, 'last.h5')} to continue from")
     try:                                      # a probe file: read-only mounts say so even to root
         fd, probe = tempfile.mkstemp(prefix=".minicnn-probe.", dir=out)
@@ -171,6 +173,27 @@ def check_folder(out: str, resume: bool, overwrite: bool) -> None:
         os.remove(probe)
     except OSError as err:
         raise storage_error(err, os.path.join(out, "last.h5")) or err
+
+
+def resume_point(out: str) -> str:
+    """The checkpoint --resume continues from: last.h5, else best.h5.
+
+    At an epoch's end best.h5 is written before last.h5; a run killed between the two
+    (in its first epoch there is no older last.h5) leaves best.h5 alone, itself a
+    complete checkpoint of that epoch.
+    """
+    last = os.path.join(out, "last.h5")
+    return last if os.path.exists(last) else os.path.join(out, "best.h5")
+
+
+def remove_temporary_files(folder: str, names) -> None:
+    """Delete the temporary files (``.<name>.*.tmp``) that a killed atomic write of ``names`` left."""
+    if not os.path.isdir(folder):
+        return
+    for entry in os.listdir(folder):
+        base = entry[1:].rsplit(".", 2)[0] if entry.startswith(".") and entry.endswith(".tmp") else None
+        if base is not None and (base in names or names == "*"):
+            os.remove(os.path.join(folder, entry))
 
 
 def check_dataset(ds, kind: str) -> None:
@@ -213,11 +236,14 @@ def check_numbers(args: argparse.Namespace) -> None:
              ("momentum", math.isfinite(args.momentum) and 0 <= args.momentum < 1, "in [0, 1)"),
              ("image_size", args.image_size >= 1, "a positive number of pixels"),
              ("patience", args.patience >= 0, "0 (off) or more"),
-             ("checkpoint_minutes", math.isfinite(args.checkpoint_minutes) and args.checkpoint_minutes >= 0,
-              "0 or more")]
+             ("checkpoint_minutes", args.checkpoint_minutes is None or
+              (math.isfinite(args.checkpoint_minutes) and args.checkpoint_minutes >= 0), "0 or more")]
     for name, ok, expected in rules:
         if not ok:
             raise RunDirError(f"--{name.replace('_', '-')} must be {expected}, got {getattr(args, name)!r}")
+    if args.image_size < MIN_IMAGE_SIZE:
+        raise RunDirError(f"--image-size {args.image_size} is below what --model {args.model} takes: at least "
+                          f"{MIN_IMAGE_SIZE} (five 2x2 poolings halve it five times)")
 
 
 # ---- the stored run configuration --------------------------------------------------------------
@@ -295,10 +321,7 @@ def start(out: str, overwrite: bool, split_file: str | None = None, parts=None) 
     (--overwrite), and write the split."""
     from minicnn.data import save_split
 
-    for name in os.listdir(out):               # temporary files of writes a kill cut short
-        base = name[1:].rsplit(".", 2)[0] if name.startswith(".") and name.endswith(".tmp") else None
-        if base in RUN_FILES:
-            os.remove(os.path.join(out, name))
+    remove_temporary_files(out, RUN_FILES)     # of writes a kill cut short
     if overwrite:
         for name in RUN_FILES:
             path = os.path.join(out, name)

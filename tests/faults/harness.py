@@ -45,6 +45,7 @@ class Job:
     tables: tuple[str, ...] = ()         # CSV / JSON files (relative, globs) whose numbers are compared
     ignore: frozenset = frozenset(TIMING)   # keys of those tables that may differ (times, paths)
     compare_stdout: bool = True
+    env: dict = field(default_factory=dict)
     trace: list = field(default_factory=list)
 
     def command(self, resume: bool) -> list[str]:
@@ -58,10 +59,10 @@ def _env(extra: dict) -> dict:
 
 def run(job: Job, kill: str | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
     """Run the job once (resuming when it has a checkpoint), killed at ``kill`` if given."""
-    resume = bool(job.resume_flag) and os.path.exists(os.path.join(job.out, "last.h5"))
+    resume = bool(job.resume_flag) and any(os.path.exists(os.path.join(job.out, n)) for n in ("last.h5", "best.h5"))
     cmd = job.command(resume)
     if kill is None or not kill.startswith("slow-write:"):
-        env = _env({"MINICNN_TEST_KILL_AT": kill} if kill else {})
+        env = _env({**job.env, **({"MINICNN_TEST_KILL_AT": kill} if kill else {})})
         done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, check=False)
         job.trace.append((kill, done.returncode))
         return done
@@ -69,7 +70,7 @@ def run(job: Job, kill: str | None = None, timeout: float = 300) -> subprocess.C
 
 
 def _kill_during_slow_write(job: Job, cmd, n: int, timeout: float) -> subprocess.CompletedProcess:
-    child = subprocess.Popen(cmd, env=_env({"MINICNN_TEST_SLOW_WRITE": "0.4"}), stdout=subprocess.PIPE,
+    child = subprocess.Popen(cmd, env=_env({**job.env, "MINICNN_TEST_SLOW_WRITE": "0.4"}), stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)
     seen: set[str] = set()
     deadline = time.monotonic() + timeout

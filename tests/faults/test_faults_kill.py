@@ -22,9 +22,10 @@ def data(tmp_path_factory):
     return root / "data"
 
 
-def train_job(data, out, preset):
+def train_job(data, out, preset, env=None):
     return Job(["minicnn", *train_args(data, out, "--preset", preset, "--patience", "2", epochs=3)], str(out),
-               resume_flag="--resume", checkpoints=("last.h5", "best.h5"), tables=("history.csv", "split.csv"))
+               resume_flag="--resume", checkpoints=("last.h5", "best.h5"), tables=("history.csv", "split.csv"),
+               env=env or {})
 
 
 def thesis_job(out):
@@ -71,8 +72,14 @@ def test_train_survives_sigkill_anywhere(data, tmp_path, preset):
                                            ("feature", 2), ("slow-write", 3))] + [["batch", "checkpoint"]]
         plans[-1] = ["batch:2", "checkpoint:3"]
     tried, survived, failures = _survey(fresh, plans, reference)
-    assert not failures, "\n".join(failures)
-    assert tried >= len(plans) and survived == tried
+
+    def epoch_end_only():   # checkpoints at epochs' ends only: best.h5 is written before last.h5
+        return train_job(data, tmp_path / f"run{next(count)}", preset, {"MINICNN_CHECKPOINT_MINUTES": "10"})
+    more = [["checkpoint:2"], ["checkpoint:3"]] if not LONG else [[f"checkpoint:{n}"] for n in range(1, 7)]
+    tried2, survived2, failures2 = _survey(epoch_end_only, more, reference)
+    print(f"in all: kills tried {tried + tried2}, survived {survived + survived2}")
+    assert not failures + failures2, "\n".join(failures + failures2)
+    assert tried + tried2 >= len(plans) + len(more) and survived + survived2 == tried + tried2
 
 
 THESIS_POINTS = {"batch": 8, "decode": 90, "thesis_run": 2, "checkpoint": 10, "val_batch": 2}
