@@ -87,12 +87,18 @@ class HAM10000(Dataset):
 
 def _read_csv(path: str) -> tuple[list[list[str]], list[str]]:
     """Header and rows of a comma- or tab-separated file (the header line decides which)."""
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        first = f.readline()
-        f.seek(0)
-        reader = csv.reader(f, delimiter="\t" if first.count("\t") > first.count(",") else ",")
-        header = [h.strip() for h in next(reader, [])]
-        rows = [r for r in reader if any(cell.strip() for cell in r)]
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            first = f.readline()
+            f.seek(0)
+            reader = csv.reader(f, delimiter="\t" if first.count("\t") > first.count(",") else ",")
+            header = [h.strip() for h in next(reader, [])]
+            rows = [r for r in reader if any(cell.strip() for cell in r)]
+    except UnicodeDecodeError as err:
+        raise DatasetError(f"{path}: not UTF-8 text (byte {err.start}: {err.reason}); save it as UTF-8 "
+                           f"CSV") from err
+    except csv.Error as err:
+        raise DatasetError(f"{path}: not a readable CSV ({err})") from err
     for n, row in enumerate(rows, start=2):
         if len(row) != len(header):
             raise DatasetError(f"{path}, line {n}: {len(row)} fields but the header has {len(header)}")

@@ -111,6 +111,16 @@ def load_split(path: str | os.PathLike, dataset: Dataset) -> dict[str, Subset]:
     if not os.path.isfile(path):
         raise DatasetFileNotFoundError(f"split file not found: {path}")
     position = {s: i for i, s in enumerate(dataset.sources())}
+    try:
+        return _read_split(path, dataset, position)
+    except UnicodeDecodeError as err:
+        raise DatasetError(f"{path}: not UTF-8 text (byte {err.start}: {err.reason}); is it a split file?") from err
+    except csv.Error as err:
+        raise DatasetError(f"{path}: not a readable CSV ({err})") from err
+
+
+def _read_split(path: str, dataset: Dataset, position: dict) -> dict[str, Subset]:
+    """load_split's reading of the rows."""
     parts: dict[str, list[int]] = {}
     with open(path, newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)

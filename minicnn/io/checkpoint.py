@@ -263,13 +263,26 @@ def _open_checkpoint(path: str, verify_content: bool = False) -> h5py.File:
     return f
 
 
+@contextlib.contextmanager
+def _malformed(path: str):
+    """A checkpoint whose structure is not what save_checkpoint writes (damaged, edited, or from
+    another program: no trailer to check) is a WeightsError naming it, whatever h5py raised."""
+    try:
+        yield
+    except (WeightsError, FileNotFoundError):
+        raise
+    except (KeyError, ValueError, TypeError, IndexError, AttributeError, OSError, RuntimeError) as err:
+        raise WeightsError(f"{path}: not a readable minicnn checkpoint (damaged, or not written by "
+                           f"save_checkpoint): {type(err).__name__}: {err}", path=path) from err
+
+
 def read_checkpoint_weights(path: str | os.PathLike) -> tuple[dict, dict, dict | None]:
     """({name: array}, {name: trainable}, model_config) of a checkpoint, without a model.
 
     The file's checksums are verified first: a damaged file is a WeightsError naming it.
     """
     path = os.fspath(path)
-    with _open_checkpoint(path, verify_content=True) as f:
+    with _malformed(path), _open_checkpoint(path, verify_content=True) as f:
         group = f["model"]
         names = json.loads(group.attrs["names"])
         arrays = {name: np.asarray(group[name][()]) for name in names}
@@ -309,9 +322,11 @@ def load_checkpoint(path: str | os.PathLike, model=None, optimizer=None, restore
     """
     path = os.fspath(path)
     arrays, trainable, config = read_checkpoint_weights(path)
-    with _open_checkpoint(path) as f:
+    with _malformed(path), _open_checkpoint(path) as f:
         state = decode_tree(f["state"])
         optimizer_state = decode_tree(f["optimizer"]) if "optimizer" in f else None
+        if not isinstance(state, dict):
+            raise TypeError(f"/state holds a {type(state).__name__}, not a table")
     if optimizer is not None and optimizer_state is None:
         raise WeightsError(f"{path}: the checkpoint has no optimizer state, but an optimizer was given", path=path)
     if model is not None:
