@@ -3,6 +3,13 @@
 The update rules are the backend's kernels (in place on each weight); the
 classes here only keep hyper-parameters and state. Parameters whose
 ``trainable`` is False are skipped entirely: no step, no weight decay.
+
+Gradient clipping, as Keras' optimizers do it (at most one of the three), before
+the update (and before SGD's weight decay is added):
+
+- ``clipnorm=c``: each weight's gradient g becomes g c / max(||g||_2, c);
+- ``global_clipnorm=c``: all gradients together: g c / max(sqrt(sum_w ||g_w||^2), c);
+- ``clipvalue=c``: each element clipped to [-c, c].
 """
 
 from __future__ import annotations
@@ -42,7 +49,17 @@ class Optimizer:
     defaults: typing.ClassVar[dict] = {}
     state_keys: tuple = ()
 
-    def __init__(self, params, **settings):
+    def __init__(self, params, clipnorm: float | None = None, clipvalue: float | None = None,
+                 global_clipnorm: float | None = None, **settings):
+        clips = {k: v for k, v in (("clipnorm", clipnorm), ("clipvalue", clipvalue),
+                                   ("global_clipnorm", global_clipnorm)) if v is not None}
+        if len(clips) > 1:
+            raise ValueError(f"{type(self).__name__}: give at most one of clipnorm, clipvalue and "
+                             f"global_clipnorm (as Keras), got {sorted(clips)}")
+        for key, value in clips.items():
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"{type(self).__name__}: {key} must be a positive finite number, got {value!r}")
+        self.clipping = next(iter(clips.items()), None)   # (kind, threshold) or None
         for key, value in settings.items():
             if key in ("lr", "eps") and not value > 0 or key in ("momentum", "weight_decay") and value < 0:
                 raise ValueError(f"{type(self).__name__}: {key} must be positive, got {value!r}")
@@ -64,6 +81,7 @@ class Optimizer:
                 p.grad = None
 
     def step(self) -> None:
+        todo = []
         for g, group in enumerate(self.param_groups):
             for k, p in enumerate(group["params"]):
                 if not p.trainable or p.grad is None:
@@ -71,13 +89,31 @@ class Optimizer:
                 if tuple(p.grad.shape) != p.shape:
                     raise ValueError(f"{group['names'][k]}: gradient shape {tuple(p.grad.shape)} does not "
                                      f"match the parameter's {p.shape}")
-                key = f"{g}.{k}"
-                if key not in self.state:
-                    xp = get_backend(p.device).xp
-                    self.state[key] = {"step": 0, **{b: xp.zeros_like(p.data) for b in self.state_keys}}
-                state = self.state[key]
-                state["step"] += 1
-                self.update(get_backend(p.device), p.data, p.grad, state, group)
+                todo.append((g, k, group, p))
+        grads = self._clipped([p for *_, p in todo])
+        for (g, k, group, p), grad in zip(todo, grads):
+            key = f"{g}.{k}"
+            if key not in self.state:
+                xp = get_backend(p.device).xp
+                self.state[key] = {"step": 0, **{b: xp.zeros_like(p.data) for b in self.state_keys}}
+            state = self.state[key]
+            state["step"] += 1
+            self.update(get_backend(p.device), p.data, grad, state, group)
+
+    def _clipped(self, params: list) -> list:
+        """The gradients of ``params``, clipped as ``self.clipping`` says (new arrays; p.grad is kept)."""
+        grads = [p.grad for p in params]
+        if self.clipping is None or not grads:
+            return grads
+        kind, c = self.clipping
+        xps = [get_backend(p.device).xp for p in params]
+        if kind == "clipvalue":
+            return [xp.clip(g, -c, c) for xp, g in zip(xps, grads)]
+        norms = [float(xp.sqrt(xp.sum(xp.square(g, dtype=xp.float64)))) for xp, g in zip(xps, grads)]
+        if kind == "global_clipnorm":
+            total = math.sqrt(sum(n * n for n in norms))
+            norms = [total] * len(grads)
+        return [g if n <= c else g * g.dtype.type(c / n) for g, n in zip(grads, norms)]
 
     def state_dict(self) -> dict:
         """Hyper-parameters and buffers as NumPy arrays and plain numbers (HDF5-storable)."""
@@ -127,8 +163,10 @@ class SGD(Optimizer):
     state_keys = ("velocity",)
 
     def __init__(self, params, lr: float = 0.01, momentum: float = 0.0, nesterov: bool = False,
-                 weight_decay: float = 0.0):
-        super().__init__(params, lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay)
+                 weight_decay: float = 0.0, clipnorm: float | None = None, clipvalue: float | None = None,
+                 global_clipnorm: float | None = None):
+        super().__init__(params, clipnorm, clipvalue, global_clipnorm, lr=lr, momentum=momentum,
+                         nesterov=nesterov, weight_decay=weight_decay)
 
     def update(self, backend, p, g, state, group):
         backend.sgd_update(p, g, state["velocity"], group["lr"], group["momentum"], bool(group["nesterov"]),
@@ -141,8 +179,10 @@ class Adam(Optimizer):
     defaults: typing.ClassVar[dict] = {"lr": 1e-3, "beta1": 0.9, "beta2": 0.999, "eps": 1e-7}
     state_keys = ("m", "v")
 
-    def __init__(self, params, lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-7):
-        super().__init__(params, lr=lr, beta1=beta1, beta2=beta2, eps=eps)
+    def __init__(self, params, lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-7,
+                 clipnorm: float | None = None, clipvalue: float | None = None,
+                 global_clipnorm: float | None = None):
+        super().__init__(params, clipnorm, clipvalue, global_clipnorm, lr=lr, beta1=beta1, beta2=beta2, eps=eps)
 
     def update(self, backend, p, g, state, group):
         backend.adam_update(p, g, state["m"], state["v"], state["step"], group["lr"], group["beta1"],

@@ -39,7 +39,9 @@ from minicnn.train.sources import Source, as_source
 from minicnn.train.state import (
     EpochProgress,
     Interrupted,
+    NonFiniteInput,
     StopSignals,
+    check_inputs,
     load_training_state,
     save_training_state,
 )
@@ -284,6 +286,7 @@ class Trainer:
             if resume_rng is not None:              # ... then the random state of the checkpoint
                 mrandom.set_state(resume_rng)
                 resume_rng = None
+            check_inputs(x, f"{b + 1} of epoch {epoch + 1}", idx, source)
             logits = self.forward(x, idx, k, cache)
             loss = self.loss_fn(logits, y)
             value = float(loss.item())
@@ -328,7 +331,8 @@ def run_inference(trainer: Trainer, source: Source, k: int, cache, with_loss: bo
     ys, probs = [], []
     try:
         with no_grad():
-            for idx, x, y in source.batches(trainer.batch_size, shuffle=False):
+            for b, (idx, x, y) in enumerate(source.batches(trainer.batch_size, shuffle=False)):
+                check_inputs(x, f"{b + 1} of the {'validation' if with_loss else 'prediction'} data", idx, source)
                 logits = trainer.forward(x, idx, k, cache)
                 if with_loss:
                     total += float(trainer.loss_fn(logits, y).item()) * len(y)
@@ -436,7 +440,7 @@ def fit(model, train, val=None, optimizer=None, loss="cross_entropy", epochs: in
     try:
         with StopSignals() as trainer.signals:
             _epochs(trainer, train_src, val_src, metrics)
-    except NonFiniteLoss as e:
+    except (NonFiniteLoss, NonFiniteInput) as e:
         trainer.history.stop_reason = str(e)
         kept = f"; last good checkpoint: {trainer.last_checkpoint}" if trainer.last_checkpoint else ""
         warnings.warn(str(e) + kept, RuntimeWarning, stacklevel=2)

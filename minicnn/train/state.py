@@ -106,6 +106,34 @@ def load_training_state(path: str | os.PathLike, model, optimizer) -> dict:
     return state
 
 
+class NonFiniteInput(ArithmeticError):
+    """An input batch holds NaN or infinity: raised before the forward pass (training stops with the
+    weights and checkpoints of the last good batch), naming the batch and its samples."""
+
+    def __init__(self, where: str, count: int, samples: list[str]):
+        self.where, self.count, self.samples = where, count, samples
+        shown = ", ".join(samples[:5]) + (f" and {len(samples) - 5} more" if len(samples) > 5 else "")
+        super().__init__(f"input batch {where} holds {count} NaN or infinite value(s), in sample(s) {shown}; "
+                         "training stopped before using it (check the data or the transform)")
+
+
+def check_inputs(x, where: str, indices, source) -> None:
+    """Raise NonFiniteInput when the float batch ``x`` is not all finite (samples named by path if known)."""
+    import numpy as np
+    x = np.asarray(x)
+    if x.dtype.kind != "f" or np.isfinite(x).all():
+        return
+    bad_rows = np.flatnonzero(~np.isfinite(x.reshape(len(x), -1)).all(axis=1))
+    paths = getattr(getattr(source, "dataset", None), "paths", None) or \
+        getattr(getattr(getattr(source, "loader", None), "dataset", None), "paths", None)
+    if indices is None:
+        samples = [f"#{r} of the batch" for r in bad_rows]
+    else:
+        picked = [int(indices[r]) for r in bad_rows]
+        samples = [paths[i] if paths else f"index {i}" for i in picked]
+    raise NonFiniteInput(where, int((~np.isfinite(x)).sum()), samples)
+
+
 class EpochProgress:
     """The running totals of an epoch in progress; a mid-epoch checkpoint stores them as ``partial``.
 
