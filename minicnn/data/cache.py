@@ -1,4 +1,10 @@
-"""A disk cache of decoded, resized images: one memory-mapped ``.npy`` per (data set, size).
+"""A disk cache of decoded, resized images: one ``.npy`` per (data set, size).
+
+The pixels are read and written with pread / pwrite at each image's offset, not through
+a memory map: a mapped 1.5 GB cache (HAM10000 at 224x224) would count every page it
+touched in the process's resident memory; read this way they stay in the kernel's page
+cache and the process holds a few batches (benchmarks/cache_rss.py). The file is an
+ordinary .npy (``np.load(path, mmap_mode="r")`` opens it).
 
 Files in ``cache_dir`` for a data set with fingerprint K (see
 ``Dataset.fingerprint``: source files, their sizes and times, image size, fit):
@@ -24,6 +30,7 @@ writing into the same file.
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
@@ -55,20 +62,66 @@ def _atomic_save(path: str, array: np.ndarray) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
-def _new_memmap(path: str, shape: tuple, dtype) -> np.memmap:
-    """A new .npy memory map with its blocks reserved, so a full disk is an error now (naming the file),
-    not a SIGBUS later when a page of a sparse file cannot be written back."""
+def _new_npy(path: str, shape: tuple) -> None:
+    """A new uint8 .npy of ``shape`` with its blocks reserved, so a full disk is an error now (naming
+    the file), not a failed write of some image later."""
     try:
-        images = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
+        del_map = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=shape)
+        del del_map                                  # header written, file sized: unmap at once
         if hasattr(os, "posix_fallocate"):
             with open(path, "rb+") as f:
                 os.posix_fallocate(f.fileno(), 0, os.fstat(f.fileno()).st_size)
-        return images
     except OSError as err:
         if os.path.exists(path):
             os.remove(path)
         raise storage_error(err, path, "the decoded-image cache needs that much room; or give another "
                                        "cache_dir") or err
+
+
+class _Rows:
+    """The images (rows) of a uint8 .npy file, read and written with pread / pwrite."""
+
+    def __init__(self, path: str, writable: bool):
+        self.path = path
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+                np.lib.format.read_array_header_2_0
+            self.shape, fortran, dtype = read(f)
+            self.offset = f.tell()
+        if dtype != np.uint8 or fortran:
+            raise DatasetError(f"cache file {path} holds {dtype} {'Fortran' if fortran else ''} data, expected "
+                               f"uint8 images; delete it")
+        self.row = int(np.prod(self.shape[1:]))
+        self.writable = writable
+        self._fd: int | None = None
+
+    @property
+    def fd(self) -> int:
+        """The open file (opened again on use after ``close``: a loader may outlive its cache's close)."""
+        if self._fd is None:
+            self._fd = os.open(self.path, os.O_RDWR if self.writable else os.O_RDONLY)
+        return self._fd
+
+    def read(self, index: int) -> np.ndarray:
+        out = np.empty(self.shape[1:], np.uint8)
+        if os.preadv(self.fd, [out], self.offset + index * self.row) != self.row:
+            out[...] = 0                               # a file cut short: the checksum will say so
+        return out
+
+    def write(self, index: int, image: np.ndarray) -> None:
+        data = np.ascontiguousarray(image, np.uint8)
+        if os.pwrite(self.fd, data, self.offset + index * self.row) != self.row:
+            raise OSError(errno.ENOSPC, "short write", self.path)
+
+    def sync(self) -> None:
+        if self.writable and self._fd is not None:
+            os.fsync(self._fd)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
 
 class DiskCache:
@@ -120,14 +173,15 @@ class DiskCache:
             self.state = None
             self.crc = np.zeros(n, dtype=np.uint32)
         if self._final_is_complete():
-            self.images = np.load(self.final, mmap_mode="r")
+            self.images = _Rows(self.final, writable=False)
         elif os.path.isfile(self.partial) and self.state is not None:
-            self.images = np.lib.format.open_memmap(self.partial, mode="r+")
+            self.images = _Rows(self.partial, writable=True)
         else:
             self.state = np.zeros(n, dtype=np.uint8)
-            self.images = _new_memmap(self.partial, self.shape, np.uint8)
+            _new_npy(self.partial, self.shape)
+            self.images = _Rows(self.partial, writable=True)
         if self.images.shape != self.shape:
-            raise DatasetError(f"cache file {self.stem}.*.npy has shape {self.images.shape}, "
+            raise DatasetError(f"cache file {self.images.path} has shape {self.images.shape}, "
                                f"expected {self.shape}; delete it")
 
     def _final_is_complete(self) -> bool:
@@ -170,10 +224,10 @@ class DiskCache:
         """A copy of the cached image, None if not cached yet; CorruptImageError if known bad."""
         s = self.state[index]
         if s == CACHED:
-            image = np.array(self.images[index])
+            image = self.images.read(index)
             if zlib.crc32(image) == self.crc[index]:
                 return image
-            warnings.warn(f"decoded-image cache {self.images.filename}: sample {index} fails its checksum; "
+            warnings.warn(f"decoded-image cache {self.images.path}: sample {index} fails its checksum; "
                           f"decoding it again from its source", RuntimeWarning, stacklevel=3)
             return None
         if s == BAD:
@@ -185,21 +239,25 @@ class DiskCache:
         if image.shape != self.shape[1:]:
             raise DatasetError(f"image {index} has shape {image.shape}, cache expects {self.shape[1:]}")
         with self.lock:
-            if self.images.mode == "r" and not self._reopen_writable():
+            if not self.images.writable and not self._reopen_writable():
                 return                              # another process holds the cache: leave it be
             fault_point("decode")
-            self.images[index] = image
+            try:
+                self.images.write(index, image)
+            except OSError as err:
+                raise storage_error(err, self.images.path) or err
             self.crc[index] = zlib.crc32(np.ascontiguousarray(image))
             self.state[index] = CACHED
             self.dirty = True
 
     def _reopen_writable(self) -> bool:
-        """A complete (read-only) cache about to be repaired: take the lock, map it writable."""
+        """A complete (read-only) cache about to be repaired: take the lock, open it for writing."""
         try:
             self._take_process_lock()
         except BlockingIOError:
             return False
-        self.images = np.load(self.final, mmap_mode="r+")
+        self.images.close()
+        self.images = _Rows(self.final, writable=True)
         return True
 
     def mark_bad(self, index: int, path: str, reason: str) -> None:
@@ -213,16 +271,16 @@ class DiskCache:
         with self.lock:
             if not self.dirty:
                 return
-            if isinstance(self.images, np.memmap) and self.images.mode != "r":
-                self.images.flush()
+            self.images.sync()
             _atomic_save(self.crc_path, self.crc)  # checksums first: "cached" must never lack one
             _atomic_save(self.state_path, self.state)
             atomic_write_text(self.bad_path, json.dumps({str(k): v for k, v in self.bad.items()}))
             if self.complete and os.path.isfile(self.partial):
-                os.replace(self.partial, self.final)  # the open map still points at the same file
+                os.replace(self.partial, self.final)  # the open descriptor still points at the same file
             if self.complete:
                 self._release_process_lock()           # complete: read-only from now on
-                self.images = np.load(self.final, mmap_mode="r")
+                self.images.close()
+                self.images = _Rows(self.final, writable=False)
             self.dirty = False
 
     def _release_process_lock(self) -> None:
@@ -234,6 +292,7 @@ class DiskCache:
         """Flush, let other processes fill the cache, and forget this object (a later open re-reads)."""
         self.flush()
         self._release_process_lock()
+        self.images.close()
         with _OPEN_LOCK:
             if _OPEN.get(self.stem) is self:
                 del _OPEN[self.stem]

@@ -42,10 +42,14 @@ def _reference(job):
 
 
 def _survey(make_job, plans, reference):
+    """(kills tried, survived, failures); a plan whose kill point the run never reached is not counted
+    (e.g. checkpoint:6 of a run that stopped early), and must not happen in the short (CI) plans."""
     tried, survived, failures = 0, 0, []
     for kills in plans:
         ok, why = survive(make_job, kills, reference)
         if why.endswith("not reached"):
+            if not LONG:
+                failures.append(f"{kills}: {why} (the CI plan must reach every point)")
             continue
         tried += len(kills)
         survived += len(kills) if ok else 0
@@ -79,7 +83,7 @@ def test_train_survives_sigkill_anywhere(data, tmp_path, preset):
     tried2, survived2, failures2 = _survey(epoch_end_only, more, reference)
     print(f"in all: kills tried {tried + tried2}, survived {survived + survived2}")
     assert not failures + failures2, "\n".join(failures + failures2)
-    assert tried + tried2 >= len(plans) + len(more) and survived + survived2 == tried + tried2
+    assert tried + tried2 > 0 and survived + survived2 == tried + tried2
 
 
 THESIS_POINTS = {"batch": 8, "decode": 90, "thesis_run": 2, "checkpoint": 10, "val_batch": 2}
@@ -95,4 +99,4 @@ def test_thesis_table_survives_sigkill_anywhere(tmp_path):
              [["decode:40"], ["batch:5"], ["thesis_run:1"]])
     tried, survived, failures = _survey(fresh, plans, reference)
     assert not failures, "\n".join(failures)
-    assert tried >= len(plans) and survived == tried
+    assert tried > 0 and survived == tried
