@@ -17,21 +17,18 @@ group with children "0", "1", .... Every group records its keys (and whether eac
 was an int) so a dict comes back with the same keys in the same order. Reading
 uses ``json.loads`` only; nothing is pickled.
 
-The file is written to a temporary file in the same directory, flushed, fsynced,
-then ``os.replace``d over the target: a crash leaves the old checkpoint or the new
-one, never a broken one.
+The file is built in memory, written to a temporary file in the same directory,
+fsynced, then ``os.replace``d over the target: a crash leaves the old checkpoint or
+the new one, never a broken one. A SHA-256 trailer after the HDF5 bytes
+(minicnn.io.integrity) is checked before a checkpoint is read.
 """
 
 from __future__ import annotations
 
 import contextlib
-import gc
 import json
 import os
-import sys
-import tempfile
 import time
-import traceback
 
 import h5py
 import numpy as np
@@ -39,9 +36,9 @@ import numpy as np
 from minicnn import random as mrandom
 from minicnn.backends import get_backend
 from minicnn.io.errors import WeightsError
-from minicnn.io.integrity import add_trailer, check_trailer
+from minicnn.io.integrity import MARK, array_extents, check_trailer, mark_checksummed, trailer
 from minicnn.io.keras_h5 import open_h5
-from minicnn.io.storage import FULL, error_code, fault_point, storage_error
+from minicnn.io.storage import atomic_write_bytes
 from minicnn.tensor import no_grad
 
 FORMAT = "minicnn-checkpoint"
@@ -133,75 +130,25 @@ def decode_tree(group: h5py.Group):
 # ---- atomic writing ---------------------------------------------------------------------
 
 def atomic_h5_write(path: str | os.PathLike, write, checksum: bool = False) -> None:
-    """Call ``write(h5py.File)`` on a temporary file next to ``path``, fsync it, then rename it over ``path``.
+    """Call ``write(h5py.File)`` on an in-memory HDF5 file, then write its bytes to ``path`` atomically
+    (a temporary file next to it, fsynced, renamed over it; minicnn.io.storage.atomic_write_bytes).
 
-    ``checksum``: append a SHA-256 trailer (minicnn.io.integrity), checked before the file is read.
-
-    A full disk, a file-size limit or a read-only folder raises minicnn.io.storage.StorageError
-    naming ``path`` (and the free space); the temporary file is removed and ``path`` is untouched.
+    Built in memory so that HDF5 itself never meets a full disk: libhdf5 left in a failed state
+    by a write error crashed later in the same process. A full disk, a file-size limit or a
+    read-only folder is a minicnn.io.storage.StorageError naming ``path`` and the free space,
+    no temporary file is left and ``path`` is untouched. ``checksum``: append a SHA-256
+    trailer (minicnn.io.integrity), checked before the file is read.
     """
     path = os.path.abspath(os.fspath(path))
-    directory = os.path.dirname(path)
-    tmp = f = None
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
-        os.close(fd)
-        with _quiet_failed_writes(), h5py.File(tmp, "w") as f:
-            write(f)
-            f.flush()
-        f = None
+    with h5py.File(f"{path}.in-memory", "w", driver="core", backing_store=False) as f:
+        write(f)
         if checksum:
-            add_trailer(tmp)
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        _test_hook_slow_write()
-        fault_point("checkpoint")
-        os.replace(tmp, path)
-    except BaseException as err:
-        if tmp is not None and os.path.exists(tmp):
-            os.remove(tmp)
-        kept = "the previous file there is intact" if os.path.exists(path) else "nothing was written"
-        failed = storage_error(err, path, kept) if isinstance(err, (OSError, RuntimeError)) else None
-        if failed is not None:
-            held, f = [f], None
-            _release_broken_file(err, held)
-            raise failed from None
-        raise
-    if hasattr(os, "O_DIRECTORY"):  # make the rename itself durable
-        dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-
-
-@contextlib.contextmanager
-def _quiet_failed_writes():
-    """Swallow the "Exception ignored in ObjectID.__dealloc__" reports of h5py objects freed after
-    HDF5 hit a full disk (each retries the failed write); the write itself still raises."""
-    previous = sys.unraisablehook
-
-    def hook(unraisable):
-        if not (isinstance(unraisable.exc_value, RuntimeError) and error_code(unraisable.exc_value) in FULL):
-            previous(unraisable)
-    sys.unraisablehook = hook
-    try:
-        yield
-    finally:
-        sys.unraisablehook = previous
-
-
-def _release_broken_file(err: BaseException, held: list) -> None:
-    """Free the h5py objects of a file whose write failed (the File in ``held`` and those the
-    traceback's frames hold) while failed writes are quiet, rather than at some later time."""
-    with _quiet_failed_writes():
-        held.clear()
-        while err is not None:
-            if err.__traceback__ is not None:
-                traceback.clear_frames(err.__traceback__)
-            err.__traceback__ = None
-            err = err.__context__
-        gc.collect()
+            mark_checksummed(f)
+        f.flush()
+        image = f.id.get_file_image()
+        extents = array_extents(f) if checksum else []
+    data = image + trailer(image, extents) if checksum else image
+    atomic_write_bytes(path, data, before_rename=_test_hook_slow_write, point="checkpoint")
 
 
 def _test_hook_slow_write() -> None:
@@ -249,9 +196,13 @@ def save_checkpoint(path: str | os.PathLike, model, optimizer=None, **state) -> 
 
 
 def _open_checkpoint(path: str, verify_content: bool = False) -> h5py.File:
-    if verify_content and os.path.isfile(path):
-        check_trailer(path)          # before HDF5 parses it: libhdf5 can crash on a damaged file
+    checked = verify_content and os.path.isfile(path) and check_trailer(path)   # before HDF5 parses it
     f = open_h5(path)
+    if verify_content and not checked and MARK in f.attrs:
+        f.close()
+        raise WeightsError(f"{path}: corrupt file: it was written with a checksum trailer, which is missing "
+                           f"or damaged (a file cut short, or a disk or copy error); use an earlier checkpoint",
+                           path=path)
     if f.attrs.get("format") != FORMAT:
         f.close()
         raise WeightsError(f"{path}: not a minicnn checkpoint (no @format={FORMAT!r}); for Keras weight "

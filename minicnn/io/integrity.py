@@ -4,7 +4,8 @@ Why before: fuzzing showed that libhdf5 can crash the whole process (a segmentat
 fault while reading an attribute) on a file with one flipped byte, so a damaged
 checkpoint must be recognised without handing it to HDF5.
 
-``add_trailer(path)``, called on the finished temporary file, appends::
+``trailer(image, array_extents(f))`` gives what atomic_h5_write appends to the finished
+file's bytes::
 
     JSON {"size": N, "sha256": hex of bytes 0..N, "arrays": [[name, offset, length, sha256], ...]}
     8 bytes: the JSON's length (little-endian)
@@ -15,7 +16,9 @@ file. ``arrays`` gives where each dataset's data lies in the file (those stored
 contiguously), so a mismatch can be named: "array /model/fc1.kernel", or "HDF5's own
 structures or attributes" when no array's bytes changed. ``check_trailer(path)``
 raises WeightsError naming the file and the damage, returns False for a file without
-a trailer (written before trailers existed, or by another program).
+a trailer; such a file is refused too when its root attribute says it was written with
+one (``mark_checksummed``: a damaged trailer, or a file cut short), and otherwise read
+unchecked (written before trailers existed, or by another program).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import h5py
 from minicnn.io.errors import WeightsError
 
 MAGIC = b"minicnn-sha256v1"
+MARK = "minicnn_checksum"              # root attribute: "this file ends in a trailer"
 _BLOCK = 1 << 20
 
 
@@ -45,8 +49,13 @@ def _sha256(f, offset: int, length: int) -> str:
     return h.hexdigest()
 
 
-def _extents(path: str) -> list[tuple[str, int, int]]:
-    """(name, byte offset, byte length) of every contiguously stored dataset of a good file."""
+def mark_checksummed(f: h5py.File) -> None:
+    """Record in ``f`` (before it is finished) that its bytes will carry a trailer."""
+    f.attrs[MARK] = "sha256-trailer-v1"
+
+
+def array_extents(f: h5py.File) -> list[tuple[str, int, int]]:
+    """(name, byte offset, byte length) of every contiguously stored dataset of a finished file."""
     found = []
 
     def visit(name, obj):
@@ -54,21 +63,18 @@ def _extents(path: str) -> list[tuple[str, int, int]]:
             offset = obj.id.get_offset()
             if offset is not None and obj.id.get_storage_size():
                 found.append((f"/{name}", int(offset), int(obj.id.get_storage_size())))
-    with h5py.File(path, "r") as f:
-        f.visititems(visit)
+    f.visititems(visit)
     return found
 
 
-def add_trailer(path: str) -> None:
-    """Append the checksum trailer to the finished HDF5 file ``path``."""
-    extents = _extents(path)
-    with open(path, "rb+") as f:
-        size = os.fstat(f.fileno()).st_size
-        payload = {"size": size, "sha256": _sha256(f, 0, size),
-                   "arrays": [[name, off, n, _sha256(f, off, n)] for name, off, n in extents]}
-        text = json.dumps(payload).encode()
-        f.seek(size)
-        f.write(text + struct.pack("<Q", len(text)) + MAGIC)
+def trailer(image: bytes, extents: list[tuple[str, int, int]]) -> bytes:
+    """The checksum trailer of the HDF5 file whose bytes are ``image``."""
+    view = memoryview(image)
+    payload = {"size": len(image), "sha256": hashlib.sha256(view).hexdigest(),
+               "arrays": [[name, off, n, hashlib.sha256(view[off:off + n]).hexdigest()]
+                          for name, off, n in extents]}
+    text = json.dumps(payload).encode()
+    return text + struct.pack("<Q", len(text)) + MAGIC
 
 
 def _read_trailer(f, total: int) -> dict | None:

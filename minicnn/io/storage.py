@@ -96,14 +96,25 @@ def fault_point(name: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+def _sync_folder(folder: str) -> None:
+    """fsync a folder, so that a rename into it survives a power cut (where the platform allows)."""
+    if hasattr(os, "O_DIRECTORY"):
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write ``text`` (UTF-8) to ``path`` via a temporary file and a rename; StorageError on a full or
     read-only disk, the old file intact and no temporary file left."""
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """``atomic_write_text`` for bytes."""
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, before_rename=None, point: str = "write") -> None:
+    """``atomic_write_text`` for bytes. ``before_rename()`` runs with the temporary file complete
+    (a test hook); ``point`` names the fault_point passed just before the rename."""
     path = os.path.abspath(os.fspath(path))
     tmp = None
     try:
@@ -113,8 +124,12 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        fault_point("write")
+        if before_rename is not None:
+            before_rename()
+        fault_point(point)
         os.replace(tmp, path)
+        tmp = None
+        _sync_folder(os.path.dirname(path))
     except BaseException as err:
         if tmp is not None and os.path.exists(tmp):
             os.remove(tmp)

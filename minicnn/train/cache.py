@@ -30,6 +30,7 @@ import numpy as np
 
 from minicnn.io.storage import fault_point, storage_error
 from minicnn.nn import Dropout, Module
+from minicnn.tensor import Tensor, no_grad
 
 
 def _deterministic(layer: Module) -> bool:
@@ -170,3 +171,33 @@ class FeatureCache:
         if self._tmpdir is not None:
             self._tmpdir.cleanup()
             self._tmpdir = None
+
+
+class PrefixCaching:
+    """The feature-cache half of fit()'s Trainer: one FeatureCache per data source ("train", "val"),
+    started over when the frozen prefix changes, refilled in its logged groups after a resume."""
+
+    def _cache_for(self, key: str, source, k: int) -> FeatureCache | None:
+        if not (self.feature_cache and k and source.indexable and not source.augmented):
+            return None
+        held = self._caches.get(key)
+        version = prefix_key(self.model, k)       # the prefix's depth and the bytes of its weights
+        if held is None or held[0] != version:    # changed (two-phase, a callback): start over
+            if held is not None:
+                held[1].close()
+            held = (version, FeatureCache(len(source), self.feature_cache, self.cache_dir))
+            self._caches[key] = held
+            plan = self.resume_caches.pop(key, None)
+            if plan is not None and plan["version"] == version:
+                held[1].refill(plan, lambda idx: self._prefix_rows(source, idx, k))
+        return held[1]
+
+    def _prefix_rows(self, source, indices: np.ndarray, k: int):
+        """(kept indices, prefix outputs) of the samples ``indices``, computed as one batch."""
+        batch = source.fetch(indices)
+        if batch is None:
+            return indices, None
+        kept, x, _ = batch
+        with no_grad():
+            h = self._layers(Tensor(np.asarray(x, self.dtype), device=self.device), 0, k)
+        return kept, h.numpy()

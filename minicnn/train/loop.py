@@ -33,17 +33,16 @@ from minicnn import random as mrandom
 from minicnn.functional import softmax, softmax_cross_entropy
 from minicnn.io.storage import fault_point
 from minicnn.tensor import Tensor, no_grad
-from minicnn.train.cache import FeatureCache, frozen_prefix, prefix_key
+from minicnn.train.cache import FeatureCache, PrefixCaching, frozen_prefix
 from minicnn.train.callbacks import Callback, ModelCheckpoint, NonFiniteLoss, ProgressBar, TerminateOnNaN
 from minicnn.train.sources import Source, as_source
 from minicnn.train.state import (
+    Checkpointing,
     EpochProgress,
     Interrupted,
     NonFiniteInput,
     StopSignals,
     check_inputs,
-    load_training_state,
-    save_training_state,
 )
 
 METRICS = {"macro_f1": lambda t, p: M.f1_score(t, p, "macro"),
@@ -110,7 +109,7 @@ def check_classes(model, source: Source, what: str) -> None:
                          f"{n_classes} classes{listed}; build the model with {n_classes} classes")
 
 
-class Trainer:
+class Trainer(Checkpointing, PrefixCaching):
     """The state of one fit() call; callbacks receive it."""
 
     def __init__(self, model, optimizer, loss_fn, epochs, batch_size, callbacks, metric_names,
@@ -148,53 +147,6 @@ class Trainer:
         if self.verbose:
             print(message, file=sys.stderr, flush=True)
 
-    def save_state(self, path: str, partial: EpochProgress | None = None) -> str:
-        """Write a resumable checkpoint: after the last completed epoch, or (``partial``) within one."""
-        extra = {"partial": partial.state_dict()} if partial is not None else {}
-        if self._caches:   # which images each cache computed together, to recompute them alike on resume
-            extra["feature_cache"] = {key: {"version": version, **cache.plan()}
-                                      for key, (version, cache) in self._caches.items()}
-        save_training_state(path, self.model, self.optimizer, epoch=self._completed, epochs=self.epochs,
-                            info=self.info, stop_training=bool(self.stop_training),
-                            history=self.history.history,
-                            callbacks=[{"type": type(cb).__name__, "state": cb.state_dict()}
-                                       for cb in self.callbacks], **extra)
-        self.last_checkpoint = path
-        if path == self.checkpoint_path:
-            self._saved_position = (self._completed, partial.cursor if partial is not None else None)
-            self._last_save = time.monotonic()
-        return path
-
-    def at_boundary(self, where: str) -> None:
-        """Between two batches: checkpoint the epoch in progress when due or asked to stop (a signal),
-        then, if asked, raise Interrupted."""
-        signalled = self.signals.received if self.signals is not None else None
-        due = time.monotonic() - self._last_save >= self.checkpoint_seconds
-        if signalled is None and not due:
-            return
-        p = self.progress
-        if self.checkpoint_path is not None and p is not None and self._saved_position != (self._completed, p.cursor):
-            self.save_state(self.checkpoint_path, p)
-        if signalled is not None:
-            kept = f"; {self.checkpoint_path} holds it" if self.checkpoint_path else " (no checkpoint)"
-            raise Interrupted(signalled, f"{where}{kept}")
-
-    def load(self, path: str) -> None:
-        """Restore weights, frozen flags, optimizer, random state, history and callbacks from ``path``."""
-        state = load_training_state(path, self.model, self.optimizer)
-        self.history = History(state["history"])
-        saved = list(state["callbacks"])
-        types = [type(cb).__name__ for cb in self.callbacks]
-        if [s["type"] for s in saved] != types:
-            raise ValueError(f"checkpoint {path} was written with callbacks {[s['type'] for s in saved]}, "
-                             f"this run has {types}: pass the same callbacks to resume")
-        for cb, s in zip(self.callbacks, saved):
-            cb.load_state_dict(s["state"])
-        self.initial_epoch = int(state["epoch"])
-        self.resume_progress = state.get("partial")
-        self.stop_training = bool(state.get("stop_training", False))  # e.g. stopped early: stays stopped
-        self.resume_caches = dict(state.get("feature_cache") or {})
-
     def note_bad_files(self, *sources) -> None:
         """Record (and, unless the source does it itself, warn about) newly skipped unreadable images."""
         from minicnn.data.loader import describe_bad_files
@@ -215,31 +167,6 @@ class Trainer:
         self._caches.clear()
 
     # ---- forward passes ---------------------------------------------------------------
-    def _cache_for(self, key: str, source: Source, k: int) -> FeatureCache | None:
-        if not (self.feature_cache and k and source.indexable and not source.augmented):
-            return None
-        held = self._caches.get(key)
-        version = prefix_key(self.model, k)       # the prefix's depth and the bytes of its weights
-        if held is None or held[0] != version:    # changed (two-phase, a callback): start over
-            if held is not None:
-                held[1].close()
-            held = (version, FeatureCache(len(source), self.feature_cache, self.cache_dir))
-            self._caches[key] = held
-            plan = self.resume_caches.pop(key, None)
-            if plan is not None and plan["version"] == version:
-                held[1].refill(plan, lambda idx: self._prefix_rows(source, idx, k))
-        return held[1]
-
-    def _prefix_rows(self, source: Source, indices: np.ndarray, k: int):
-        """(kept indices, prefix outputs) of the samples ``indices``, computed as one batch."""
-        batch = source.fetch(indices)
-        if batch is None:
-            return indices, None
-        kept, x, _ = batch
-        with no_grad():
-            h = self._layers(Tensor(np.asarray(x, self.dtype), device=self.device), 0, k)
-        return kept, h.numpy()
-
     def forward(self, x: np.ndarray, idx, k: int, cache: FeatureCache | None) -> Tensor:
         """Logits for a batch: the first k (frozen) layers without a graph, from the cache when there."""
         layers = getattr(self.model, "layers", None)

@@ -22,6 +22,7 @@ import contextlib
 import os
 import signal
 import threading
+import time
 
 KIND = "minicnn.fit"
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -187,3 +188,58 @@ class EpochProgress:
         if self.seen:
             self.y_true, self.y_pred = [state["y_true"]], [state["y_pred"]]
         return self
+
+
+class Checkpointing:
+    """The checkpoint half of fit()'s Trainer: write, read back and decide when (mid-epoch, on a signal).
+
+    Uses the Trainer's model, optimizer, callbacks, history, progress (EpochProgress),
+    checkpoint_path / checkpoint_seconds, signals (StopSignals) and feature caches.
+    """
+
+    def save_state(self, path: str, partial: EpochProgress | None = None) -> str:
+        """Write a resumable checkpoint: after the last completed epoch, or (``partial``) within one."""
+        extra = {"partial": partial.state_dict()} if partial is not None else {}
+        if self._caches:   # which images each cache computed together, to recompute them alike on resume
+            extra["feature_cache"] = {key: {"version": version, **cache.plan()}
+                                      for key, (version, cache) in self._caches.items()}
+        save_training_state(path, self.model, self.optimizer, epoch=self._completed, epochs=self.epochs,
+                            info=self.info, stop_training=bool(self.stop_training),
+                            history=self.history.history,
+                            callbacks=[{"type": type(cb).__name__, "state": cb.state_dict()}
+                                       for cb in self.callbacks], **extra)
+        self.last_checkpoint = path
+        if path == self.checkpoint_path:
+            self._saved_position = (self._completed, partial.cursor if partial is not None else None)
+            self._last_save = time.monotonic()
+        return path
+
+    def at_boundary(self, where: str) -> None:
+        """Between two batches: checkpoint the epoch in progress when due or asked to stop (a signal),
+        then, if asked, raise Interrupted."""
+        signalled = self.signals.received if self.signals is not None else None
+        due = time.monotonic() - self._last_save >= self.checkpoint_seconds
+        if signalled is None and not due:
+            return
+        p = self.progress
+        if self.checkpoint_path is not None and p is not None and self._saved_position != (self._completed, p.cursor):
+            self.save_state(self.checkpoint_path, p)
+        if signalled is not None:
+            kept = f"; {self.checkpoint_path} holds it" if self.checkpoint_path else " (no checkpoint)"
+            raise Interrupted(signalled, f"{where}{kept}")
+
+    def load(self, path: str) -> None:
+        """Restore weights, frozen flags, optimizer, random state, history and callbacks from ``path``."""
+        state = load_training_state(path, self.model, self.optimizer)
+        self.history = type(self.history)(state["history"])
+        saved = list(state["callbacks"])
+        types = [type(cb).__name__ for cb in self.callbacks]
+        if [s["type"] for s in saved] != types:
+            raise ValueError(f"checkpoint {path} was written with callbacks {[s['type'] for s in saved]}, "
+                             f"this run has {types}: pass the same callbacks to resume")
+        for cb, s in zip(self.callbacks, saved):
+            cb.load_state_dict(s["state"])
+        self.initial_epoch = int(state["epoch"])
+        self.resume_progress = state.get("partial")
+        self.stop_training = bool(state.get("stop_training", False))  # e.g. stopped early: stays stopped
+        self.resume_caches = dict(state.get("feature_cache") or {})

@@ -65,7 +65,7 @@ CHECKPOINT_CODE = """
 
 def _check_checkpoint_failure(folder, message):
     assert "ERROR cannot write" in message and os.path.join(str(folder), "ckpt.h5") in message
-    assert "free on" in message and "the previous file there is intact" in message
+    assert "free on" in message and "the previous file is intact" in message
     assert "EPOCH 1" in message                    # the old checkpoint still loads
     assert leftovers(folder) == []
 
