@@ -57,18 +57,12 @@ def break_image(path, how: str) -> None:
 
 
 def tiny_vgg(classes: int = 3, size: int = 16, seed: int = 0, dropout: float = 0.25) -> nn.Sequential:
-    """Three conv blocks with Keras' names and a small head; ``last_block`` freezes blocks 1-2."""
+    """The experiments' tiny VGG with three blocks (4, 8, 8 filters); ``last_block`` freezes blocks 1-2."""
+    from minicnn.experiments.models import tiny_vgg as build
+
     minicnn.seed(seed)
     nn.reset_names()
-    layers = []
-    for block, filters in enumerate((4, 8, 8), start=1):
-        layers += [nn.Conv2D(filters, 3, padding="same", activation="relu", name=f"block{block}_conv1"),
-                   nn.MaxPool2D(name=f"block{block}_pool")]
-    layers += [nn.Flatten(name="flatten"), nn.Dense(16, activation="relu", name="fc1"),
-               nn.Dropout(dropout, name="dropout1"), nn.Dense(classes, name="predictions")]
-    model = nn.Sequential(layers, name="tiny")
-    model.build((None, size, size, 3))
-    return model
+    return build((size, size, 3), classes, filters=(4, 8, 8), head_units=16, dropout=dropout, name="tiny")
 
 
 def sgd(model, lr: float = 0.02, **kwargs) -> optim.SGD:

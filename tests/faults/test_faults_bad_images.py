@@ -85,3 +85,24 @@ def test_cli_last_block_run_skips_names_and_counts_a_bad_image(tmp_path, capsys)
     report = (out / "bad_images.txt").read_text()
     assert report.startswith("# 1 unreadable image(s), skipped") and bad in report
     assert os.path.exists(out / "best.h5")
+
+
+def test_ham_example_trains_on_with_a_bad_image_and_names_it(tmp_path, capsys):
+    """examples/ham_finetune.py (the default last_block preset) used to crash on one unreadable image."""
+    import importlib.util
+
+    from minicnn.data import HAM10000, synthetic
+    root = tmp_path / "ham"
+    synthetic.ham10000(root, n_images=70, image_size=(40, 32))
+    bad = HAM10000(root).paths[3]
+    break_image(bad, "truncated")
+    path = os.path.join(os.path.dirname(__file__), "..", "..", "examples", "ham_finetune.py")
+    spec = importlib.util.spec_from_file_location("example_ham_bad_image", path)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        assert example.main(["--data", str(root), "--image-size", "32", "--epochs", "1",
+                             "--out", str(tmp_path / "out")]) == 0
+    assert any(bad in str(w.message) for w in seen)
+    assert "F1 on the test split" in capsys.readouterr().out
