@@ -130,6 +130,11 @@ def train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd")
     p.add_argument("--lr", type=float, default=1e-4, help="learning rate (default 1e-4, the thesis')")
     p.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
+    for flag, what in (("--clipnorm", "each weight's gradient to this L2 norm"),
+                       ("--global-clipnorm", "all gradients together to this L2 norm"),
+                       ("--clipvalue", "each gradient element to [-C, C]")):
+        p.add_argument(flag, type=float, metavar="C", help=f"clip {what} before the update (as Keras' "
+                                                          "optimizers; at most one of the three)")
     p.add_argument("--patience", type=int, default=5, help="early stopping on val accuracy (0: off)")
     p.add_argument("--phase1-epochs", type=int, default=5, help="two_phase: epochs before unfreezing")
     p.add_argument("--split-by", choices=["group", "image"], default="group")
@@ -170,8 +175,9 @@ def train_run(args: argparse.Namespace) -> int:
     model = build_model(args.model, args.image_size, len(ds.class_names), weights)
     plan = apply_preset(model, args.preset, phase1_epochs=args.phase1_epochs)
     params = list(model.named_parameters())
-    opt = optim.SGD(params, lr=args.lr, momentum=args.momentum) if args.optimizer == "sgd" else \
-        optim.Adam(params, lr=args.lr)
+    clip = {"clipnorm": args.clipnorm, "global_clipnorm": args.global_clipnorm, "clipvalue": args.clipvalue}
+    opt = optim.SGD(params, lr=args.lr, momentum=args.momentum, **clip) if args.optimizer == "sgd" else \
+        optim.Adam(params, lr=args.lr, **clip)
     last, best = os.path.join(args.out, "last.h5"), os.path.join(args.out, "best.h5")
     callbacks = [CSVLogger(os.path.join(args.out, "history.csv")),
                  ModelCheckpoint(best, monitor="val_accuracy", save_best_only=True)]  # info: fit's

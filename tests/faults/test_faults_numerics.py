@@ -8,11 +8,13 @@ import os
 import subprocess
 import sys
 import textwrap
+import warnings
 
 import numpy as np
 import pytest
-from faultkit import image_folder, sgd, tiny_vgg
+from faultkit import image_folder, sgd, tiny_vgg, train_args
 
+import minicnn
 from minicnn import optim
 from minicnn.data import ImageFolder
 from minicnn.functional import softmax_cross_entropy
@@ -78,6 +80,33 @@ def test_only_one_kind_of_clipping_and_positive_thresholds():
     for bad in (0.0, -1.0, float("nan"), float("inf")):
         with pytest.raises(ValueError, match="clipnorm must be a finite number > 0"):
             optim.Adam(params, clipnorm=bad)
+
+
+def test_train_cli_clips_the_gradients_as_asked(tmp_path):
+    """minicnn train --clipnorm / --clipvalue reach the optimizer: a huge threshold changes no bit, a
+    tiny clipnorm holds every weight within steps * lr * c of where it started (SGD, no momentum)."""
+    from minicnn.cli import main
+    from minicnn.experiments.models import build_model
+    from minicnn.io import read_checkpoint_weights
+
+    image_folder(tmp_path / "data", per_class=6)
+
+    def trained(name, *extra):
+        out = tmp_path / name
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            assert main(train_args(tmp_path / "data", out, "--preset", "all", "--momentum", "0", "--patience",
+                                   "0", *extra, epochs=1)) == 0
+        return list(read_checkpoint_weights(str(out / "last.h5"))[0].values())
+
+    minicnn.seed(0)                                  # what minicnn train --seed 0 builds first
+    initial = [p.numpy().copy() for p in build_model("tiny", 32, 3, None).parameters()]
+    free, huge, tiny = trained("free"), trained("huge", "--clipvalue", "1e9"), trained("tiny", "--clipnorm", "1e-12")
+    assert all(np.array_equal(a, b) for a, b in zip(free, huge))
+    assert max(float(np.abs(a - w).max()) for a, w in zip(free, initial)) > 1e-4      # unclipped: it moved
+    steps, lr = 2, 0.01                               # 10 training images in batches of 8
+    for a, w in zip(tiny, initial):
+        assert np.linalg.norm(a.astype(np.float64) - w) <= steps * lr * 1e-12 * 1.01
 
 
 # ---- non-finite inputs and losses -------------------------------------------------------------

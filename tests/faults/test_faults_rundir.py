@@ -42,6 +42,10 @@ def quiet_main(argv):
     (["--overwrite", "--weights", "/nonexistent/w.h5", "--model", "vgg16"], "weights file not found"),
     (["--resume", "--batch-size", "4"], "--batch-size was 8, now 4"),
     (["--resume", "--overwrite"], "contradict"),
+    (["--resume", "--clipnorm", "1"], "--clipnorm was None, now 1.0"),
+    (["--overwrite", "--clipnorm", "1", "--clipvalue", "1"],
+     "only one of clipnorm, global_clipnorm and clipvalue may be set, got ['clipnorm', 'clipvalue']"),
+    (["--overwrite", "--global-clipnorm", "-1"], "global_clipnorm must be a finite number > 0, got -1.0"),
 ])
 def test_a_refused_run_changes_nothing_in_out(finished, capsys, extra, message):
     out = finished / "run"
