@@ -9,6 +9,7 @@ import h5py
 import numpy as np
 import pytest
 from faultkit import image_folder, sgd, tiny_vgg, train_args
+from PIL import Image
 
 import minicnn
 from minicnn.cli import main
@@ -132,6 +133,27 @@ def test_a_source_replaced_with_size_and_mtime_kept_is_not_served_stale(tmp_path
     got = _images(DataLoader(ds, batch_size=4, cache_dir=cache, progress=False))
     np.testing.assert_array_equal(got[0], decode_image(paths[1], (16, 16)))
     DiskCache.open(cache, ds).close()
+
+
+def test_a_cache_filled_for_other_preprocessing_is_never_served(tmp_path):
+    """One cache folder, four decodings of one data set (size 16 / 12, crop / pad): each read gives
+    its own decoding, also after the others were cached (none is served for another)."""
+    rng = np.random.default_rng(1)
+    for k in range(6):                              # 30 x 20: cropping and padding differ
+        os.makedirs(tmp_path / "data" / "ab"[k % 2], exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (30, 20, 3), dtype=np.uint8)).save(tmp_path / "data" / "ab"[k % 2]
+                                                                               / f"{k}.png")
+    cache = tmp_path / "cache"
+    settings = [(16, "crop"), (16, "pad"), (12, "crop"), (16, "crop")]     # the last: served from the cache
+    for size, mode in settings:
+        ds = ImageFolder(tmp_path / "data", image_size=size, fit=mode)
+        truth = np.stack([decode_image(p, (size, size), fit=mode) for p in ds.paths])
+        np.testing.assert_array_equal(_images(DataLoader(ds, batch_size=4, cache_dir=cache, progress=False)),
+                                      truth)
+        DiskCache.open(cache, ds).close()
+    crop, pad = (np.stack([decode_image(p, (16, 16), fit=f) for p in ds.paths]) for f in ("crop", "pad"))
+    assert not np.array_equal(crop, pad)
+    assert len([n for n in os.listdir(cache) if n.endswith(".crc.npy")]) == 3
 
 
 class ChangeFrozenWeights(Callback):
