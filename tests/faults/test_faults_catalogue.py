@@ -410,6 +410,7 @@ NUMBERS = [
      "--image-size 16 is below what --model tiny takes: at least 32"),
     ("epochs 0", "--epochs", "0", "--epochs must be at least 1, got 0"),
     ("momentum 1 or more", "--momentum", "1.5", "--momentum must be in [0, 1), got 1.5"),
+    ("gradient clipping threshold 0", "--clipnorm", "0", "SGD: clipnorm must be a finite number > 0, got 0.0"),
 ]
 CASES.extend(name for name, *_ in NUMBERS)
 
