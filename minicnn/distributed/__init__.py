@@ -108,8 +108,18 @@ def abort(message: str, code: int = 1) -> None:
     _comm.Abort(code)
 
 
+_stopped_together = False
+
+
+def stopping_together() -> None:
+    """Note that every rank agreed to stop after the same batch (a signal reached one of them):
+    the KeyboardInterrupt that follows ends each rank without MPI_Abort."""
+    global _stopped_together
+    _stopped_together = True
+
+
 def _abort_on_exception(kind, value, tb) -> None:
-    if issubclass(kind, KeyboardInterrupt) and getattr(value, "everywhere", False):
+    if issubclass(kind, KeyboardInterrupt) and _stopped_together:
         print(f"minicnn rank {_job_rank()[0]}: stopped ({value})", file=sys.stderr, flush=True)
         return                     # every rank stopped at the same step: exit without MPI_Abort
     text = "".join(traceback.format_exception(kind, value, tb))

@@ -36,12 +36,6 @@ from minicnn import random as mrandom
 BUCKET_BYTES = 25 << 20
 
 
-class StopEverywhere(KeyboardInterrupt):
-    """Every rank stops at the same step (a SIGTERM / Ctrl-C reached one of them)."""
-
-    everywhere = True
-
-
 def shard_bounds(n: int, size: int, rank: int) -> tuple[int, int]:
     """[lo, hi) of rank ``rank``'s contiguous part of n samples: the first n % size ranks take one more."""
     base, extra = divmod(n, size)
@@ -117,8 +111,9 @@ class DataParallel:
         self.rank, self.size = dist.rank(), dist.world_size()
         self.buckets = GradientBuckets(bucket_bytes)
         self.n_local, self.n_global = 0, 0
-        self._stop = []
         self._nccl = None
+        self._pending: list[int] = []           # signals received here, not yet told to the others
+        self._held = None
 
     # ---- start -------------------------------------------------------------------------
     def start(self, model, optimizer, sizes: list[int], settings: dict) -> None:
@@ -143,7 +138,6 @@ class DataParallel:
         self._broadcast_optimizer(optimizer)
         state = dist.broadcast(mrandom.get_state())
         mrandom.set_state(state)
-        self._install_stop_handlers()
 
     def _broadcast_optimizer(self, optimizer) -> None:
         saved = optimizer.state_dict()
@@ -160,46 +154,61 @@ class DataParallel:
                 layout["state"][key][b] = sent
         optimizer.load_state_dict(layout)
 
-    def _install_stop_handlers(self) -> None:
-        """SIGTERM / SIGINT only mark a stop; the next step's reduction tells every rank, so all
-        stop after the same step (rank 0 never dies in the middle of writing a checkpoint)."""
-        if threading.current_thread() is not threading.main_thread():
-            return                                   # only the main thread may set handlers
-        self._previous = {sig: signal.signal(sig, lambda signum, frame: self._stop.append(signum))
-                          for sig in (signal.SIGTERM, signal.SIGINT)}
-
-    def close(self) -> None:
-        """Give back the signal handlers fit() found."""
-        for sig, handler in getattr(self, "_previous", {}).items():
-            signal.signal(sig, handler)
-        self._previous = {}
-
     # ---- batches -------------------------------------------------------------------------
-    def batches(self, source, batch_size: int, shuffle: bool, epoch: int):
-        """This rank's slice of every global batch: (indices, x, y); sets the dropout offset."""
-        for positions, take in source.plan(batch_size, shuffle, epoch):
+    def batches(self, source, batch_size: int, shuffle: bool, epoch: int, start: int = 0):
+        """This rank's slice of every global batch from batch ``start`` on: (indices, x, y). Sets
+        the dropout offset, and ``source.cursor`` to the global batch count (what a checkpoint
+        stores, so it resumes under any number of ranks)."""
+        for b, (positions, fetch) in enumerate(source.plan(batch_size, shuffle, epoch, start), start=start):
             lo, hi = shard_bounds(len(positions), self.size, self.rank)
-            self.n_global = len(positions)
             mrandom.set_batch_offset(lo)
             try:
-                idx, x, y = take(positions[lo:hi])
-                self.n_local = len(y)
-                yield idx, x, y
+                batch = fetch(positions[lo:hi])
+                if batch is None:
+                    raise dist.DistributedError(f"rank {self.rank}: none of the images of its slice of batch "
+                                                f"{b + 1} (positions {positions[lo:hi].tolist()[:8]}) can be "
+                                                f"read; remove the unreadable files or use fewer ranks")
+                source.cursor = b + 1
+                self.n_local = len(batch[2])
+                yield batch
             finally:
                 mrandom.set_batch_offset(0)
 
-    def batch_stats(self, loss_value: float, n: int, correct: int) -> tuple[float, int, int]:
-        """The global batch's mean loss, size and correct count (one small Allreduce, also carrying
-        a stop request); the same numbers on every rank."""
-        stats = np.array([loss_value * n, n, correct, len(self._stop)], np.float64)
-        total, count, right, stop = dist.allreduce([stats])[0]
-        self.n_global = int(count)
-        if stop:
-            self._stop_everywhere()
-        return total / count, int(count), int(right)
+    def gather_batch(self, loss_value: float, y: np.ndarray, pred: np.ndarray, signals=None):
+        """(mean loss, labels, predictions) of the whole global batch, in single-process order, on
+        every rank (one small Allgather). It also carries a SIGINT / SIGTERM that reached any rank:
+        every rank then stops after this same batch (fit's at_boundary), and rank 0 checkpoints."""
+        self._hold_signals(signals)
+        received = self._pending[0] if self._pending else None
+        parts = dist.allgather([loss_value * len(y), np.asarray(y).tolist(), np.asarray(pred).tolist(), received])
+        self.n_global = sum(len(part[1]) for part in parts)
+        stops = [part[3] for part in parts if part[3] is not None]
+        if stops and signals is not None:       # agreed: fit's at_boundary stops every rank here
+            signals.received = stops[0]
+            dist.stopping_together()
+        y_all = np.concatenate([np.asarray(part[1], np.int64) for part in parts])
+        pred_all = np.concatenate([np.asarray(part[2], np.int64) for part in parts])
+        return sum(part[0] for part in parts) / self.n_global, y_all, pred_all
 
-    def _stop_everywhere(self) -> None:
-        raise StopEverywhere("a rank received SIGTERM or Ctrl-C; every rank stopped after the same step")
+    def _hold_signals(self, signals) -> None:
+        """Catch SIGINT / SIGTERM ourselves while fit's StopSignals is active (its __exit__ puts the
+        handlers back): a signal only counts once the next gather_batch has told every rank, so no
+        rank stops alone. A second signal stops this rank at once (and MPI_Abort ends the job)."""
+        if signals is None or self._held is signals or threading.current_thread() is not threading.main_thread():
+            return
+        from minicnn.train.state import STOP_SIGNALS, Interrupted
+
+        def handle(signum, frame):
+            if self._pending:
+                raise Interrupted(signum, "at once (second signal)")
+            self._pending.append(signum)
+
+        self._held = signals
+        if signals.received is not None:
+            self._pending.append(signals.received)
+            signals.received = None
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, handle)
 
     def average_gradients(self, params: list) -> None:
         """grad <- sum over ranks of (n_local / n_global) * grad: the global batch's gradient."""
@@ -224,8 +233,9 @@ class DataParallel:
         for r in range(self.size):
             idx = np.flatnonzero(owner == r)
             rows = dist.broadcast(np.ascontiguousarray(cache.get(idx)) if r == self.rank else np.empty(0), r)
-            if r != self.rank and len(idx):
-                cache.store(idx, rows)
+            if r != self.rank and len(idx):      # not logged: a resume recomputes them where needed
+                cache.rows[idx] = rows
+                cache.filled[idx] = True
 
     # ---- metrics -----------------------------------------------------------------------------
     def labels(self, y_true: np.ndarray, y_pred: np.ndarray, classes: int) -> tuple[np.ndarray, np.ndarray]:
@@ -242,8 +252,12 @@ class DataParallel:
         from minicnn.train.loop import run_inference
 
         shard = _EvalShard(source, self.rank, self.size)
-        out = run_inference(trainer, shard, k, cache, with_loss=True) if shard.count(trainer.batch_size) else \
-            {"loss": 0.0, "y_true": np.zeros(0, np.int64), "y_pred": np.zeros(0, np.int64)}
+        signals, trainer.signals = trainer.signals, None     # a signal waits for the next training batch
+        try:
+            out = run_inference(trainer, shard, k, cache, with_loss=True) if shard.count(trainer.batch_size) \
+                else {"loss": 0.0, "y_true": np.zeros(0, np.int64), "y_pred": np.zeros(0, np.int64)}
+        finally:
+            trainer.signals = signals
         total, seen = self.sums(out["loss"] * len(out["y_true"]), len(out["y_true"]))
         t, p = self.labels(out["y_true"], out["y_pred"], classes)
         return {"loss": total / max(seen, 1), "accuracy": float(np.mean(t == p)), "y_true": t, "y_pred": p}
@@ -260,6 +274,9 @@ class _EvalShard:
     def __len__(self) -> int:
         return len(self.source)
 
+    def __getattr__(self, name: str):             # bad_files, class_names, ...: the source's
+        return getattr(self.source, name)
+
     def count(self, batch_size: int) -> int:
         batches = sum(1 for _ in self.source.plan(batch_size, False))
         return len(range(self.rank, batches, self.size))
@@ -267,7 +284,9 @@ class _EvalShard:
     def batches(self, batch_size: int, shuffle: bool = False, epoch: int = 0):
         for b, (positions, take) in enumerate(self.source.plan(batch_size, False, epoch)):
             if b % self.size == self.rank:
-                yield take(positions)
+                batch = take(positions)
+                if batch is not None:
+                    yield batch
 
 
 WRITERS = ("ModelCheckpoint", "CSVLogger", "ProgressBar")

@@ -27,6 +27,7 @@ import numpy as np
 from minicnn import distributed as dist
 from minicnn import metrics as M
 from minicnn.experiments.loading import loader
+from minicnn.io.storage import fault_point
 
 HAM_COLUMNS = ("majority", "decision_tree", "random_forest", "random", "all", "last_block", "first_block",
                "first_last_blocks")
@@ -187,11 +188,14 @@ def run_path(cfg: ThesisConfig, column: str, seed: int, ext: str = ".json") -> s
 
 
 def _write_json(path: str, data: dict) -> None:
+    from minicnn.io.storage import atomic_write_text
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=1)
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(data, indent=1))
+
+
+def _remove_if_there(path: str) -> None:
+    if os.path.exists(path):
+        os.remove(path)
 
 
 def pixel_arrays(cfg: ThesisConfig, parts) -> tuple[np.ndarray, ...]:
@@ -273,12 +277,34 @@ def run_thesis(cfg: ThesisConfig, log=print, parallel: str = "data") -> dict | N
     parallel (under mpiexec): "data": every run is data-parallel over all ranks, rank 0 writes;
     "configs": rank r trains runs r, r + N, ... alone and writes their files; rank 0 then writes the table.
     """
-    from minicnn.experiments.report import write_report
+    from minicnn.train.rundir import RunDirError, RunLock, remove_temporary_files
 
     if parallel not in ("data", "configs"):
         raise ValueError(f"parallel must be 'data' or 'configs', got {parallel!r}")
     dist.init()
-    if dist.is_main():                      # a stand-in is generated once
+    lock, refused = None, None
+    if dist.is_main():                          # one table run per folder at a time (rank 0 holds it)
+        try:
+            lock = RunLock(cfg.folder).acquire()
+            for sub in ("runs", "models", ""):  # temporary files of writes a kill cut short
+                remove_temporary_files(os.path.join(cfg.folder, sub), "*")
+        except RunDirError as err:
+            refused = str(err)
+    refused = dist.main_decides(refused)        # every rank stops, or none
+    if refused is not None:
+        raise RunDirError(refused)
+    try:
+        return _run_table(cfg, log, parallel)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _run_table(cfg: ThesisConfig, log, parallel: str) -> dict | None:
+    """run_thesis's work, with the folder locked."""
+    from minicnn.experiments.report import write_report
+
+    if dist.is_main():                          # a stand-in is generated once
         open_dataset(cfg)
     dist.barrier()
     ds = open_dataset(cfg)
@@ -294,7 +320,7 @@ def run_thesis(cfg: ThesisConfig, log=print, parallel: str = "data") -> dict | N
             continue
         with dist.solo() if spread else contextlib.nullcontext():
             pixels = _one_run(cfg, parts, column, seed, pixels, skipped, log)
-    dist.barrier()                          # every run is written before rank 0 reads them
+    dist.barrier()                              # every run is written before rank 0 reads them
     return write_report(cfg, ds, parts) if dist.is_main() else None
 
 
@@ -303,6 +329,8 @@ def _one_run(cfg: ThesisConfig, parts, column: str, seed: int, pixels, skipped: 
     path = run_path(cfg, column, seed)
     if dist.main_decides(os.path.exists(path)):
         log(f"[{cfg.dataset}] {column} seed {seed}: done earlier ({path})")
+        if dist.is_main():
+            _remove_if_there(run_path(cfg, column, seed, ".ckpt.h5"))  # left by a kill right after the run
         return pixels
     log(f"[{cfg.dataset}] {column} seed {seed}: running")
     if column in BASELINES:
@@ -319,9 +347,8 @@ def _one_run(cfg: ThesisConfig, parts, column: str, seed: int, pixels, skipped: 
     out.update(column=column, seed=seed, dataset=cfg.dataset,
                config={k: v for k, v in asdict(cfg).items() if k != "notes"})
     _write_json(path, out)
-    ckpt = run_path(cfg, column, seed, ".ckpt.h5")
-    if os.path.exists(ckpt):
-        os.remove(ckpt)
+    fault_point("thesis_run")
+    _remove_if_there(run_path(cfg, column, seed, ".ckpt.h5"))
     s = out["summary"]
     log(f"[{cfg.dataset}] {column} seed {seed}: micro F1 {s['micro_f1']:.3f}, macro F1 "
         f"{s['macro_f1']:.3f}, balanced accuracy {s['balanced_accuracy']:.3f}")
