@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import time
 
@@ -83,6 +84,19 @@ class Slow(Callback):
         time.sleep(0.02)
 
 
+class SignalAt(Callback):
+    """Rank 1 sends itself SIGTERM after batch ``batch`` of epoch ``epoch`` (1-based): every rank
+    then stops after the next batch and rank 0 writes a checkpoint within the epoch."""
+
+    def __init__(self, epoch: int, batch: int):
+        self.epoch, self.batch = epoch, batch
+
+    def on_batch_end(self, trainer, batch, logs):
+        if dist.rank() == min(1, dist.world_size() - 1) and trainer.progress.epoch + 1 == self.epoch \
+                and batch + 1 == self.batch:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
 class FailAt(Callback):
     def __init__(self, rank: int, epoch: int):
         self.rank, self.epoch = rank, epoch
@@ -104,6 +118,7 @@ def main() -> int:
     p.add_argument("--fail-rank", type=int, default=-1)
     p.add_argument("--fail-epoch", type=int, default=0)
     p.add_argument("--slow", action="store_true")
+    p.add_argument("--signal-at", type=int, nargs=2, metavar=("EPOCH", "BATCH"))
     p.add_argument("--lr-per-rank", action="store_true", help="a setting that differs between ranks")
     args = p.parse_args()
     writes: list[str] = []
@@ -117,6 +132,8 @@ def main() -> int:
         f.write(str(os.getpid()))
     if args.slow:
         callbacks.append(Slow())
+    if args.signal_at:
+        callbacks.append(SignalAt(*args.signal_at))
     if args.fail_rank >= 0:
         callbacks.append(FailAt(args.fail_rank, args.fail_epoch))
     checkpoint = None

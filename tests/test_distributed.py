@@ -120,6 +120,16 @@ def test_resume_two_ranks_and_one_rank_from_a_two_rank_checkpoint(tmp_path):
     assert_same_run(load(tmp_path / "r21.npz"), full)
 
 
+def test_a_checkpoint_within_an_epoch_from_two_ranks_resumes_under_one(tmp_path):
+    # rank 1 gets SIGTERM after batch 1 of epoch 2: both ranks stop after batch 2, rank 0 writes last.h5
+    run(2, tmp_path / "full.npz", "--epochs", 3)
+    stopped = run(2, tmp_path / "s.npz", "--epochs", 3, "--out", tmp_path / "o", "--signal-at", 2, 1, check=False)
+    assert stopped.returncode != 0 and stopped.stderr.count("stopped in epoch 2 after batch 2") >= 2
+    run(0, tmp_path / "r.npz", "--epochs", 3, "--out", tmp_path / "o", "--signal-at", 99, 1,
+        "--resume", tmp_path / "o" / "last.h5")
+    assert_same_run(load(tmp_path / "r.npz"), load(tmp_path / "full.npz"))
+
+
 def test_a_rank_failing_in_epoch_2_ends_the_job_naming_it(tmp_path):
     start = time.monotonic()
     done = run(2, tmp_path / "f.npz", "--epochs", 4, "--fail-rank", 1, "--fail-epoch", 2, check=False, timeout=90)
@@ -157,7 +167,7 @@ def test_sigterm_to_one_rank_stops_every_rank_after_the_same_step(tmp_path):
         proc.kill()
     assert proc.returncode != 0
     assert stderr.count("stopped (SIGTERM: stopped in epoch") == 2, stderr[-2000:]   # both, the same batch
-    assert len(set(line.split("stopped (")[1] for line in stderr.splitlines() if "stopped (" in line)) == 1
+    assert len({line.split("stopped (")[1] for line in stderr.splitlines() if "stopped (" in line}) == 1
     assert "failed with" not in stderr
     from minicnn.io import load_checkpoint
     assert load_checkpoint(str(out / "last.h5"))["epoch"] >= 1              # whole, loadable
