@@ -118,6 +118,7 @@ def main() -> int:
     p.add_argument("--fail-rank", type=int, default=-1)
     p.add_argument("--fail-epoch", type=int, default=0)
     p.add_argument("--slow", action="store_true")
+    p.add_argument("--nan-sample", type=int, default=-1, help="a training image made NaN")
     p.add_argument("--signal-at", type=int, nargs=2, metavar=("EPOCH", "BATCH"))
     p.add_argument("--lr-per-rank", action="store_true", help="a setting that differs between ranks")
     args = p.parse_args()
@@ -141,7 +142,10 @@ def main() -> int:
         callbacks += [CSVLogger(os.path.join(args.out, "history.csv")),
                       ModelCheckpoint(os.path.join(args.out, "best.h5"), monitor="val_loss", save_best_only=True)]
         checkpoint = os.path.join(args.out, "last.h5")
-    history = fit(model, data(args.samples, 1), data(11, 2), opt, epochs=args.epochs, batch_size=args.batch_size,
+    train = data(args.samples, 1)
+    if args.nan_sample >= 0:
+        train[0][args.nan_sample] = np.nan
+    history = fit(model, train, data(11, 2), opt, epochs=args.epochs, batch_size=args.batch_size,
                   callbacks=callbacks, metrics=("macro_f1", "balanced_accuracy"), verbose=0,
                   checkpoint=checkpoint, resume=args.resume)
     evaluation = check_evaluation(model, data(11, 2))

@@ -139,6 +139,13 @@ def test_a_rank_failing_in_epoch_2_ends_the_job_naming_it(tmp_path):
     assert not os.path.exists(tmp_path / "f.npz")
 
 
+def test_a_bad_input_batch_seen_by_one_rank_ends_the_job(tmp_path):
+    start = time.monotonic()
+    done = run(2, tmp_path / "n.npz", "--nan-sample", 5, check=False, timeout=90)
+    assert time.monotonic() - start < 60 and done.returncode != 0
+    assert "failed with NonFiniteInput" in done.stderr and "minicnn rank " in done.stderr
+
+
 def test_only_rank_0_writes_into_out(tmp_path):
     out = tmp_path / "out"
     run(3, tmp_path / "w.npz", "--epochs", 2, "--out", out)

@@ -210,6 +210,10 @@ class DataParallel:
         for sig in STOP_SIGNALS:
             signal.signal(sig, handle)
 
+    def fail(self, error: BaseException) -> None:
+        """An error only this rank saw (a bad input batch): end the whole job, naming it."""
+        dist.abort(f"failed with {type(error).__name__}: {error}")
+
     def average_gradients(self, params: list) -> None:
         """grad <- sum over ranks of (n_local / n_global) * grad: the global batch's gradient."""
         scale = self.n_local / self.n_global

@@ -388,6 +388,8 @@ def fit(model, train, val=None, optimizer=None, loss="cross_entropy", epochs: in
         with StopSignals() as trainer.signals:
             _epochs(trainer, train_src, val_src, metrics)
     except (NonFiniteLoss, NonFiniteInput) as e:
+        if trainer.parallel is not None and isinstance(e, NonFiniteInput):
+            trainer.parallel.fail(e)            # seen by this rank alone: the others must not wait
         trainer.history.stop_reason = str(e)
         kept = f"; last good checkpoint: {trainer.last_checkpoint}" if trainer.last_checkpoint else ""
         warnings.warn(str(e) + kept, RuntimeWarning, stacklevel=2)
