@@ -360,6 +360,9 @@ def _guarded(run):
             print("\ninterrupted", file=sys.stderr)
             return 130
         except (FileNotFoundError, ValueError, KeyError) as err:
+            from minicnn import distributed as dist
+            if dist.world_size() > 1:   # perhaps this rank's alone: the others must not wait for it
+                dist.abort(f"minicnn: error: {err}", 2)
             print(f"minicnn: error: {err}", file=sys.stderr)
             return 2
     return wrapped

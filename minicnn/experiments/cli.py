@@ -68,6 +68,8 @@ def run_thesis_command(args: argparse.Namespace) -> int:
         print("\ninterrupted: finished runs are kept; run the same command again to resume", file=sys.stderr)
         return 130
     except (FileNotFoundError, ValueError) as err:
+        if dist.world_size() > 1:       # perhaps this rank's alone: the others must not wait for it
+            dist.abort(f"error: {err}", 2)
         print(f"error: {err}", file=sys.stderr)
         return 2
     if paths is None:
