@@ -15,8 +15,10 @@ DataLoader's augmentation is already a function of (seed, epoch, sample).
 
 Gradients travel in flat buckets of ~25 MB (one Allreduce each, not one per
 parameter: VGG16's last block is 8 tensors but the head's kernel alone is 25 MB);
-frozen parameters are never sent. Buckets are filled from the last layer back,
-the order backward finishes them in.
+frozen parameters are never sent. They are summed after backward: starting a
+non-blocking Iallreduce during backward did not pay in benchmarks/distributed.py.
+Each step also gathers the batch's labels, predictions and loss (a few hundred
+bytes), so the epoch's totals and mid-epoch checkpoints are those of one process.
 
 Validation: rank r evaluates whole batches r, r + N, ... of the single-process
 order, so every logit is the one a single process computes, and the confusion
