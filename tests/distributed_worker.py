@@ -70,7 +70,7 @@ def check_evaluation(model, val) -> dict:
 
     source = as_source(val)
     trainer = Trainer(model, None, _loss_fn("cross_entropy", None), 0, 4, [], [], False, 0, None, None, None)
-    reduced = DataParallel().evaluate(trainer, source, 0, None, 3)
+    reduced = DataParallel().evaluate(trainer, source, 0, None, 3, run_inference)
     alone = run_inference(trainer, source, 0, None, with_loss=True)
     return {"cm_reduced": confusion(reduced["y_true"], reduced["y_pred"], 3),
             "cm_alone": confusion(alone["y_true"], alone["y_pred"], 3),

@@ -30,6 +30,9 @@ INSTALL_HINT = ("pip install 'minicnn[mpi]' (mpi4py with MPICH from PyPI); on a 
                 "the site's MPI instead: module load mpi && pip install --no-binary=mpi4py mpi4py")
 
 
+BUCKET_BYTES = 25 << 20   # gradients are summed in flat buckets of about this size
+
+
 class DistributedError(RuntimeError):
     """The ranks of a job cannot work together (different code or settings, bad sizes)."""
 

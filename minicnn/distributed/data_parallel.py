@@ -35,7 +35,8 @@ import numpy as np
 from minicnn import distributed as dist
 from minicnn import random as mrandom
 
-BUCKET_BYTES = 25 << 20
+BUCKET_BYTES = dist.BUCKET_BYTES
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 def shard_bounds(n: int, size: int, rank: int) -> tuple[int, int]:
@@ -121,8 +122,6 @@ class DataParallel:
     def start(self, model, optimizer, sizes: list[int], settings: dict) -> None:
         """Check the ranks agree, then give every rank rank 0's weights, optimizer and random state.
         sizes: the global batch sizes of an epoch."""
-        from minicnn.backends import get_backend
-
         params = list(model.named_parameters())
         groups = [{k: v for k, v in g.items() if k != "names"} for g in optimizer.state_dict()["groups"]]
         dist.check_same("the training settings", {
@@ -136,7 +135,7 @@ class DataParallel:
                 f"{min(sizes)} ranks, or a batch size that leaves a last batch of at least {self.size}")
         arrays = dist.broadcast([np.ascontiguousarray(p.numpy()) for _, p in params])
         for (_, p), a in zip(params, arrays):
-            p.data[...] = get_backend(p.device).asarray(a, p.dtype)
+            p.data[...] = a if isinstance(p.data, np.ndarray) else _to_gpu(a)
         self._broadcast_optimizer(optimizer)
         state = dist.broadcast(mrandom.get_state())
         mrandom.set_state(state)
@@ -198,11 +197,9 @@ class DataParallel:
         rank stops alone. A second signal stops this rank at once (and MPI_Abort ends the job)."""
         if signals is None or self._held is signals or threading.current_thread() is not threading.main_thread():
             return
-        from minicnn.train.state import STOP_SIGNALS, Interrupted
-
         def handle(signum, frame):
             if self._pending:
-                raise Interrupted(signum, "at once (second signal)")
+                raise KeyboardInterrupt(f"{signal.Signals(signum).name} again: stopped at once")
             self._pending.append(signum)
 
         self._held = signals
@@ -253,10 +250,9 @@ class DataParallel:
         """Sums of numbers over all ranks."""
         return [float(v) for v in dist.allreduce([np.array(values, np.float64)])[0]]
 
-    def evaluate(self, trainer, source, k: int, cache, classes: int) -> dict:
-        """Loss, accuracy and (label, prediction) pairs over all ranks' validation batches."""
-        from minicnn.train.loop import run_inference
-
+    def evaluate(self, trainer, source, k: int, cache, classes: int, run_inference) -> dict:
+        """Loss, accuracy and (label, prediction) pairs over all ranks' validation batches
+        (``run_inference``: fit's eval pass, run on this rank's batches)."""
         shard = _EvalShard(source, self.rank, self.size)
         signals, trainer.signals = trainer.signals, None     # a signal waits for the next training batch
         try:
@@ -341,3 +337,8 @@ def attach(trainer, train_src, val_src, settings: dict):
 
 def _nothing(*args, **kwargs) -> None:
     return None
+
+
+def _to_gpu(a: np.ndarray):
+    import cupy
+    return cupy.asarray(a)

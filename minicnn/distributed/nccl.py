@@ -16,7 +16,6 @@ from __future__ import annotations
 import os
 
 from minicnn import distributed as dist
-from minicnn.distributed.data_parallel import BUCKET_BYTES
 
 
 def select_device() -> int:
@@ -54,7 +53,7 @@ def nccl_reduce(params: list, scale: float, comm=None):
     for name, p in reversed(params):
         bucket.append(p)
         size += p.data.nbytes
-        if size >= BUCKET_BYTES or name == params[0][0]:
+        if size >= dist.BUCKET_BYTES or name == params[0][0]:
             grads = [p.grad if p.grad is not None else cupy.zeros(p.shape, p.dtype) for p in bucket]
             flat = cupy.concatenate([g.reshape(-1) for g in grads]) * grads[0].dtype.type(scale)
             comm.allReduce(flat.data.ptr, flat.data.ptr, flat.size, kinds[flat.dtype], nccl.NCCL_SUM, stream)

@@ -257,7 +257,7 @@ class Trainer(Checkpointing, PrefixCaching):
         k = frozen_prefix(self.model) if getattr(self.model, "layers", None) else 0
         cache = self._cache_for(key, source, k)
         if self.parallel:
-            return self.parallel.evaluate(self, source, k, cache, self.classes(source))
+            return self.parallel.evaluate(self, source, k, cache, self.classes(source), run_inference)
         return run_inference(self, source, k, cache, with_loss=True)
 
     def classes(self, source: Source) -> int:
