@@ -92,21 +92,20 @@ def _check_flag(info: dict, key: str, flag: str, given, path: str):
 
 
 def rebuild_model(path: str):
-    """The model a checkpoint was trained as (from its ``info`` or its vgg16 config), weights loaded."""
+    """The model a checkpoint holds (``minicnn.load_model``: its architecture), weights loaded, and its info."""
     from minicnn.experiments.models import build_model
     from minicnn.io import load_checkpoint, read_checkpoint_weights
-    from minicnn.models import vgg16_from_config
+    from minicnn.models import load_model
 
-    _, _, config = read_checkpoint_weights(path)
-    state = load_checkpoint(path)
-    info = state.get("info") or {}
-    if info.get("model") == "tiny":
-        model = build_model("tiny", int(info["image_size"]), len(info["class_names"]))
-    elif config and config.get("architecture") == "vgg16":
-        model = vgg16_from_config(config)
-    else:
-        raise ValueError(f"{path}: cannot tell which model it holds (no vgg16 config, no info); "
-                         "checkpoints written by `minicnn train` can be rebuilt")
+    config = read_checkpoint_weights(path)[2]
+    if config:
+        model = load_model(path, compile=False)
+        return model, model.info
+    info = load_checkpoint(path).get("info") or {}
+    if info.get("model") != "tiny":                  # files from before the model described itself
+        raise ValueError(f"{path}: cannot tell which model it holds (no model config, no info); "
+                         "checkpoints written by `minicnn train`, fit() or Model.save can be rebuilt")
+    model = build_model("tiny", int(info["image_size"]), len(info["class_names"]))
     load_checkpoint(path, model)
     return model, info
 

@@ -19,7 +19,8 @@ uses ``json.loads`` only; nothing is pickled.
 
 The file is written to a temporary file in the same directory, flushed, fsynced,
 then ``os.replace``d over the target: a crash leaves the old checkpoint or the new
-one, never a broken one.
+one, never a broken one. It gets the permissions of any new file (0666 less the
+umask), not the temporary file's private 0600.
 """
 
 from __future__ import annotations
@@ -125,6 +126,13 @@ def decode_tree(group: h5py.Group):
 
 # ---- atomic writing ---------------------------------------------------------------------
 
+def new_file_mode() -> int:
+    """0666 less the process umask: the mode open() gives a new file."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def atomic_write(path: str | os.PathLike, write) -> None:
     """Call ``write(tmp_path)`` to fill a temporary file next to ``path``, fsync it, then rename it
     over ``path``: a reader sees the old file or the new one, never a torn one."""
@@ -134,6 +142,7 @@ def atomic_write(path: str | os.PathLike, write) -> None:
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, new_file_mode())          # mkstemp made it 0600
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
@@ -161,8 +170,12 @@ def atomic_h5_write(path: str | os.PathLike, write) -> None:
 # ---- checkpoints ------------------------------------------------------------------------
 
 def model_config(model) -> dict | None:
+    """``model.get_config()``, or None for a model that cannot describe itself (weights only)."""
     get_config = getattr(model, "get_config", None)
-    return get_config() if callable(get_config) else None
+    try:
+        return get_config() if callable(get_config) else None
+    except (TypeError, ValueError):      # e.g. a custom layer that does not keep its arguments
+        return None
 
 
 def save_checkpoint(path: str | os.PathLike, model, optimizer=None, **state) -> None:

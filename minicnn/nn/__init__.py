@@ -1,5 +1,6 @@
 """Layers and containers (Keras names and defaults)."""
 
+from minicnn.nn.config import architecture, layer_config, layers_from_architecture
 from minicnn.nn.layers import (
                                Conv2D,
                                Dense,
@@ -26,7 +27,10 @@ __all__ = [
                                "Parameter",
                                "ReLU",
                                "Sequential",
+                               "architecture",
                                "glorot_uniform",
+                               "layer_config",
+                               "layers_from_architecture",
                                "reset_names",
                                "unique_name",
 ]
