@@ -140,10 +140,12 @@ def all_commands() -> dict:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from minicnn.helpformat import DefaultsFormatter
     parser = argparse.ArgumentParser(prog="minicnn", description="minicnn: a small, readable CNN framework")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (help_text, add_arguments, run) in all_commands().items():
-        command_parser = sub.add_parser(name, help=help_text, description=help_text)
+        command_parser = sub.add_parser(name, help=help_text, description=help_text,
+                                        formatter_class=DefaultsFormatter)
         add_arguments(command_parser)
         command_parser.set_defaults(run=run)
     return parser

@@ -111,7 +111,9 @@ def _dashed(draw, points, colour, dash, width=2):
 def _panel(canvas: _Canvas, box, series: Mapping[str, tuple], xlabel: str, ylabel: str, title: str) -> None:
     """Axes in ``box`` (left, top, right, bottom) with one line per series {label: (ys, colour, dash)}."""
     left, top, right, bottom = box
-    x0, y0, x1, y1 = left + 62, top + 30, right - 10, bottom - 46       # room for ticks and labels
+    x0, x1, y1 = left + 62, right - 10, bottom - 46                      # room for ticks and labels
+    legend = _legend_places(series, x0, x1, top + 34)                   # a row under the title, off the data
+    y0 = max(y for _, y in legend.values()) + 16
     values = np.concatenate([np.asarray(ys, np.float64) for ys, _, _ in series.values()] or [np.zeros(1)])
     finite = values[np.isfinite(values)]
     ticks = nice_ticks(float(finite.min()) if finite.size else 0.0, float(finite.max()) if finite.size else 1.0)
@@ -139,12 +141,23 @@ def _panel(canvas: _Canvas, box, series: Mapping[str, tuple], xlabel: str, ylabe
             _dashed(d, points, colour, dash)
         for x, y in points:
             d.ellipse([x - 2, y - 2, x + 2, y + 2], fill=colour)
-        ly = y0 + 10 + 18 * k                                                    # the legend, top right
-        _dashed(d, [(x1 - 150, ly), (x1 - 122, ly)], colour, dash)
-        canvas.text((x1 - 116, ly), label, 12, anchor="lm", fill=colour)
+        lx, ly = legend[label]
+        _dashed(d, [(lx, ly), (lx + 28, ly)], colour, dash)
+        canvas.text((lx + 34, ly), label, 12, anchor="lm", fill=colour)
     canvas.text(((x0 + x1) / 2, top + 6), title, 15, anchor="mt")
     canvas.text(((x0 + x1) / 2, bottom - 22), xlabel, 13, anchor="mt")
     canvas.text((left + 12, (y0 + y1) / 2), ylabel, 13, rotate=True)
+
+
+def _legend_places(series: Mapping[str, tuple], x0: float, x1: float, y: float) -> dict:
+    """{label: (x, y)} of each legend entry: left to right, wrapping to a new row at x1."""
+    places, x = {}, x0
+    for label in series:
+        width = 34 + _font(12).getbbox(label)[2] + 24
+        if x > x0 and x + width > x1:
+            x, y = x0, y + 18
+        places[label], x = (x, y), x + width
+    return places or {"": (x0, y)}
 
 
 def _styled(runs: Mapping[str, Sequence[float]], dashes=None) -> dict:

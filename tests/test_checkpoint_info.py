@@ -17,7 +17,8 @@ from minicnn.io import load_checkpoint
 def _report(text: str) -> str:
     """The per-class report block (accuracy line, table, confusion matrix) printed by train / evaluate."""
     start = text.index("test split:")
-    return text[start:].strip()
+    end = text.find("\ndone in ", start)             # train's closing block follows the report
+    return text[start:end if end > 0 else None].strip()
 
 
 @pytest.fixture(scope="module")
