@@ -17,12 +17,13 @@ their defaults from it and refuse a flag that contradicts it.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import sys
 
 import numpy as np
+
+from minicnn.train.info import run_info, split_fingerprint  # noqa: F401  (examples import run_info from here)
 
 DATASETS = ("ham10000", "xray", "folder", "synthetic-ham10000", "synthetic-xray")
 
@@ -58,28 +59,6 @@ def _loader(ds, batch_size, shuffle=False, seed=0, augment=False, preprocess="tf
     return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, seed=seed, workers=workers,
                       augment=Augment.standard(seed=seed) if augment else None, preprocess=preprocess,
                       progress=False)
-
-
-def split_fingerprint(subset) -> str:
-    """sha256 of the sorted sample ids of ``subset``: equal only for the same images, in any order."""
-    return hashlib.sha256("\n".join(sorted(subset.sources())).encode()).hexdigest()
-
-
-def run_info(dataset: str, data_root: str, class_names, image_size: int, preprocess: str, model: str,
-             test=None, **extra) -> dict:
-    """What a checkpoint must carry to be used later with no flags (stored as its ``info``).
-
-    dataset: the layout (``DATASETS``); data_root: the folder read; model: "vgg16" or
-    "tiny" (rebuild_model uses it, and the vgg16 config saved beside the weights);
-    test: the test subset, whose fingerprint lets ``evaluate`` refuse another split.
-    """
-    info = {"class_names": [str(c) for c in class_names], "image_size": int(image_size),
-            "preprocess": preprocess, "model": model, "dataset": dataset.removeprefix("synthetic-"),
-            "data": os.path.abspath(data_root)}
-    if test is not None:
-        info["test_fingerprint"] = split_fingerprint(test)
-    info.update(extra)
-    return info
 
 
 def _check_flag(info: dict, key: str, flag: str, given, path: str):

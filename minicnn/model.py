@@ -6,7 +6,7 @@
     model.evaluate(x_test, y_test)["accuracy"];  model.predict(x_test)   # probabilities
     model.save("model.h5");  minicnn.load_model("model.h5")  # architecture, weights, info, optimizer
 
-``model.info`` (class names, image size, preprocessing, data set: minicnn.commands.run_info)
+``model.info`` (class names, image size, preprocessing, data set: minicnn.train.info.run_info)
 goes into every checkpoint the model writes, so ``minicnn evaluate`` / ``predict`` and
 ``load_model`` need nothing else. ``get_config()`` describes the layers
 (minicnn.nn.config), so any Model can be rebuilt from its file.
@@ -20,10 +20,21 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
+
 from minicnn import nn, optim, train
 
 OPTIMIZERS = {"adam": optim.Adam, "sgd": optim.SGD}
 KIND = "minicnn.model"
+
+
+def _data(x, y):
+    """(x, y) arrays (one-hot ``y`` as Keras' categorical_crossentropy takes it, turned into class
+    indices), or ``x`` itself (a Dataset, DataLoader or (x, y) pair) when ``y`` is None."""
+    if y is None:
+        return _data(*x) if isinstance(x, tuple) and len(x) == 2 else x
+    y = np.asarray(y)
+    return x, (y.argmax(axis=1) if y.ndim == 2 else y)
 
 
 class Model(nn.Sequential):
@@ -62,7 +73,9 @@ class Model(nn.Sequential):
         """Train; returns a History. ``x, y`` arrays, or ``x`` a Dataset / DataLoader / (x, y)
         pair with ``y`` None; ``validation_data`` likewise. Other keywords (callbacks,
         class_weight, verbose, checkpoint, resume, ...) are those of ``minicnn.train.fit``."""
-        data = (x, y) if y is not None else x
+        data = _data(x, y)
+        if validation_data is not None:
+            validation_data = _data(validation_data, None)
         kwargs.setdefault("metrics", self.metrics)
         names = getattr(data, "class_names", None) or getattr(getattr(data, "dataset", None), "class_names", None)
         if names and "class_names" not in self.info:
@@ -71,10 +84,11 @@ class Model(nn.Sequential):
         return train.fit(self, data, validation_data, self.optimizer, self.loss, epochs=epochs,
                          batch_size=batch_size, checkpoint_info=self.info, **kwargs)
 
-    def evaluate(self, x, y=None, batch_size: int = 32, **kwargs) -> dict:
-        """Eval-mode pass over test data: {"loss", "accuracy", per-class metrics, ...}."""
-        return train.evaluate(self, (x, y) if y is not None else x, batch_size=batch_size, loss=self.loss,
-                              **kwargs)
+    def evaluate(self, x, y=None, batch_size: int = 32, return_dict: bool = True, **kwargs):
+        """Eval-mode pass over test data: {"loss", "accuracy", per-class metrics, ...}; with
+        ``return_dict=False`` Keras' list [loss, accuracy, *compiled metrics]."""
+        out = train.evaluate(self, _data(x, y), batch_size=batch_size, loss=self.loss, **kwargs)
+        return out if return_dict else [out["loss"], out["accuracy"], *(out[m] for m in self.metrics)]
 
     def predict(self, x, batch_size: int = 32):
         """Class probabilities (N, classes) for images x (N, H, W, C)."""

@@ -48,10 +48,14 @@ def _mode_for(monitor: str, mode: str) -> str:
     return "min" if monitor.endswith("loss") else "max"
 
 
+KERAS2_NAMES = {"acc": "accuracy", "val_acc": "val_accuracy"}   # what Keras 2.2 (the thesis') called them
+
+
 class _Monitor(Callback):
     """Shared logic: is the monitored value better than the best so far (by more than min_delta)?"""
 
     def __init__(self, monitor: str, mode: str, min_delta: float):
+        monitor = KERAS2_NAMES.get(monitor, monitor)
         self.monitor = monitor
         self.mode = _mode_for(monitor, mode)
         self.min_delta = abs(min_delta)
@@ -141,7 +145,7 @@ class ModelCheckpoint(_Monitor):
     broken checkpoint behind. ``best_epoch`` (1-based) is the epoch last saved.
 
     ``info``: JSON-able facts written into each checkpoint as its ``info`` (class names,
-    image size, preprocessing, ...: see minicnn.commands.run_info), over
+    image size, preprocessing, ...: see minicnn.train.info.run_info), over
     those given to ``fit(checkpoint_info=...)``; ``minicnn evaluate``/``predict`` read them.
     """
 
