@@ -93,24 +93,22 @@ def _checkpoint_info(path: str) -> str:
 # ---- summary ----------------------------------------------------------------------------
 
 def _summary_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("file", nargs="?", help="a minicnn checkpoint of a vgg16 model (default: a fresh vgg16)")
+    parser.add_argument("file", nargs="?", help="a minicnn checkpoint (default: a fresh vgg16)")
     parser.add_argument("--include-top", action="store_true", help="Keras's fc1/fc2/predictions top")
     parser.add_argument("--head", choices=["keras", "thesis", "gap"], help="classifier head")
-    parser.add_argument("--input-shape", type=int, nargs=3, default=(224, 224, 3), metavar=("H", "W", "C"))
-    parser.add_argument("--classes", type=int, default=1000)
+    parser.add_argument("--input-shape", type=int, nargs=3, default=(224, 224, 3), metavar=("H", "W", "C"),
+                        help="input height, width, channels")
+    parser.add_argument("--classes", type=int, default=1000, help="output classes of the head")
 
 
 def _summary_run(args: argparse.Namespace) -> int:
-    from minicnn.io.checkpoint import load_checkpoint, read_checkpoint_weights
-    from minicnn.models import vgg16, vgg16_from_config
+    from minicnn.models import load_model, vgg16
 
     if args.file:
-        _, _, config = read_checkpoint_weights(args.file)
-        if not config or config.get("architecture") != "vgg16":
-            raise WeightsError(f"{args.file}: the checkpoint's model config is {config!r}; only vgg16 "
-                               "checkpoints can be rebuilt here", path=args.file)
-        model = vgg16_from_config(config)
-        load_checkpoint(args.file, model)
+        try:
+            model = load_model(args.file, compile=False)
+        except ValueError as err:                    # a checkpoint that does not describe its model
+            raise WeightsError(str(err), path=args.file) from None
     else:
         model = vgg16(include_top=args.include_top, head=args.head, input_shape=tuple(args.input_shape),
                       classes=args.classes)

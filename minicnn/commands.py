@@ -23,7 +23,7 @@ import sys
 
 import numpy as np
 
-from minicnn.train.info import run_info, split_fingerprint  # noqa: F401  (examples import run_info from here)
+from minicnn.train.info import run_info, split_fingerprint
 
 DATASETS = ("ham10000", "xray", "folder", "synthetic-ham10000", "synthetic-xray")
 
