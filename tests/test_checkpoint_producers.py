@@ -39,8 +39,10 @@ def train(argv: list[str]) -> tuple[int, str]:
     return rc, printed.getvalue()
 
 
-def test_fit_with_model_checkpoint_info_evaluates_with_no_flags(tmp_path, capsys):
-    """A user's own fit() on a DataLoader, with ModelCheckpoint(info=run_info(...)): the CLI agrees."""
+@pytest.mark.parametrize("given", [True, False])
+def test_fit_with_model_checkpoint_evaluates_with_no_flags(tmp_path, capsys, given):
+    """A user's own fit() on a DataLoader, with ModelCheckpoint(info=run_info(...)) or with nothing
+    but what fit() tells from the DataLoader (classes, scaling, data set): the CLI agrees."""
     from minicnn.data import HAM10000, DataLoader, save_split, split, synthetic
     from minicnn.experiments.models import tiny_vgg
     from minicnn.train import ModelCheckpoint, evaluate, fit
@@ -54,7 +56,7 @@ def test_fit_with_model_checkpoint_info_evaluates_with_no_flags(tmp_path, capsys
     save_split(str(tmp_path / "run" / "split.csv"), parts)
     model = tiny_vgg((32, 32, 3), 7)
     best = str(tmp_path / "run" / "best.h5")
-    info = run_info("ham10000", root, ds.class_names, 32, "torch", "tiny", parts[2])
+    info = run_info("ham10000", root, ds.class_names, 32, "torch", "tiny", parts[2]) if given else None
 
     def loader(part, shuffle=False):
         return DataLoader(part, batch_size=16, shuffle=shuffle, preprocess="torch", progress=False, workers=0)
@@ -64,6 +66,8 @@ def test_fit_with_model_checkpoint_info_evaluates_with_no_flags(tmp_path, capsys
     with h5py.File(best, "r") as f:
         assert "optimizer" not in f                                   # a best file holds weights only
     from minicnn.io import load_checkpoint
+    assert {k: v for k, v in load_checkpoint(best)["info"].items() if k in ("class_names", "preprocess", "data")} \
+        == {"class_names": HAM, "preprocess": "torch", "data": os.path.abspath(root)}
     load_checkpoint(best, model)
     s = evaluate(model, loader(parts[2]))
     assert evaluated(best, capsys) == (round(s["accuracy"], 3), round(s["macro_f1"], 3))

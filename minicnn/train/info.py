@@ -36,3 +36,31 @@ def run_info(dataset: str, data_root: str, class_names, image_size: int, preproc
         info["test_fingerprint"] = split_fingerprint(test)
     info.update(extra)
     return info
+
+
+LAYOUTS = {"HAM10000": "ham10000", "ChestXRay": "xray", "ImageFolder": "folder"}  # data set class -> layout
+
+
+def data_info(source) -> dict:
+    """What fit() tells by itself about its training data (a minicnn.train.sources Source):
+    the class names, the pixel scaling and the data set's layout and folder. A producer's
+    ``checkpoint_info`` has the last word; arrays tell nothing but what they were given."""
+    from minicnn.data.base import base_of
+    from minicnn.train.sources import scale_to_unit_range
+
+    info: dict = {}
+    if source.class_names:
+        info["class_names"] = [str(c) for c in source.class_names]
+    loader = getattr(source, "loader", None)
+    dataset = getattr(loader, "dataset", None) if loader is not None else getattr(source, "dataset", None)
+    if dataset is None:
+        return info
+    if getattr(loader, "preprocess_mode", None):
+        info["preprocess"] = loader.preprocess_mode
+    elif getattr(loader, "preprocess", None) is None and getattr(source, "transform", None) is scale_to_unit_range:
+        info["preprocess"] = "tf"                  # fit's default for uint8 pixels: [-1, 1]
+    base = base_of(dataset)[0]
+    layout, root = LAYOUTS.get(type(base).__name__), getattr(base, "root", None)
+    if layout and root:
+        info.update(dataset=layout, data=os.path.abspath(root))
+    return info

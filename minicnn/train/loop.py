@@ -31,6 +31,7 @@ from minicnn.functional import softmax, softmax_cross_entropy
 from minicnn.tensor import Tensor, no_grad
 from minicnn.train.cache import FeatureCache, frozen_prefix
 from minicnn.train.callbacks import Callback, ModelCheckpoint, NonFiniteLoss, ProgressBar, TerminateOnNaN
+from minicnn.train.info import data_info
 from minicnn.train.sources import Source, as_source
 from minicnn.train.state import load_training_state, save_training_state
 
@@ -288,7 +289,8 @@ def fit(model, train, val=None, optimizer=None, loss="cross_entropy", epochs: in
     feature_cache: "auto" | "memory" | "disk" | None: cache the outputs of a
     frozen prefix of the network (see minicnn.train.cache); cache_dir for "disk".
     checkpoint_info: JSON-able facts stored in every checkpoint as ``info`` (class
-    names, image size, preprocessing), for tools that load the model later.
+    names, image size, preprocessing, ...), over what fit() tells from the training
+    data itself (minicnn.train.info.data_info), for tools that load the model later.
     """
     from minicnn.optim import Adam
 
@@ -323,7 +325,7 @@ def fit(model, train, val=None, optimizer=None, loss="cross_entropy", epochs: in
     trainer = Trainer(model, optimizer, _loss_fn(loss, class_weight), epochs, batch_size, cbs, metrics,
                       shuffle, verbose, grad_hook, feature_cache, cache_dir)
     trainer.samples_per_epoch = len(train_src)
-    trainer.info = dict(checkpoint_info or {})
+    trainer.info = {**data_info(train_src), **(checkpoint_info or {})}
     if resume is not None:
         trainer.load(resume)
         trainer.log(f"resuming from {resume} after epoch {trainer.initial_epoch}")
