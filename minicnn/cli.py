@@ -76,15 +76,21 @@ def _checkpoint_info(path: str) -> str:
     with h5py.File(path, "r") as f:
         state = decode_tree(f["state"])
         optimizer = f["optimizer"].attrs.get("class") if "optimizer" in f else None
-    lines = [f"{path}", "minicnn checkpoint", f"model config: {config}"]
+    described = config
+    if config and config.get("architecture") == "sequential":     # every layer's arguments: too long to print
+        described = (f"sequential {config.get('name')!r}, input {config.get('input_shape')}, "
+                     f"{len(config['layers'])} layers: {' '.join(e['class_name'] for e in config['layers'])}")
+    lines = [f"{path}", "minicnn checkpoint", f"model config: {described}"]
     rows = [(name, tuple(a.shape), a.dtype, "yes" if trainable[name] else "frozen", f"{a.size:,}")
             for name, a in arrays.items()]
     lines += _table(rows, ("parameter", "shape", "dtype", "trainable", "size"))
     total = sum(a.size for a in arrays.values())
     frozen = sum(a.size for n, a in arrays.items() if not trainable[n])
     lines.append(f"{total:,} parameters ({frozen:,} frozen); optimizer: {optimizer}")
+    for key, value in (state.get("info") or {}).items():      # what evaluate / predict take from it
+        lines.append(f"info {key}: {value}")
     for key, value in state.items():
-        if key != "rng_state":
+        if key not in ("rng_state", "info"):
             text = repr(value)
             lines.append(f"{key}: {text if len(text) < 200 else text[:200] + ' ...'}")
     return "\n".join(lines)

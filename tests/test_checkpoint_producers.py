@@ -177,3 +177,12 @@ def test_the_thesis_runner_checkpoint_evaluates_with_no_flags(tmp_path, capsys):
         s = json.load(f)["summary"]
     checkpoint = str(tmp_path / "ham10000" / "models" / "all_seed0.h5")
     assert evaluated(checkpoint, capsys) == (round(s["accuracy"], 3), round(s["macro_f1"], 3))
+
+
+def test_info_shows_what_the_checkpoint_says_about_itself(ham_run, capsys):
+    out, _ = ham_run
+    assert main(["info", os.path.join(out, "best.h5")]) == 0
+    text = capsys.readouterr().out
+    assert "model config: sequential 'tiny_vgg', input [32, 32, 3], 16 layers: Conv2D MaxPool2D" in text
+    assert f"info class_names: {HAM}" in text and "info preprocess: tf" in text and "info dataset: ham10000" in text
+    assert "optimizer: None" in text                                                # best.h5: weights only
