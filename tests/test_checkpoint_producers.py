@@ -157,12 +157,8 @@ def test_every_help_shows_the_defaults(command, capsys):
         assert "--data DATA data set folder (default: the one the checkpoint was trained on)" in text
 
 
-def test_the_xray_example_checkpoint_evaluates_with_no_flags(tmp_path, capsys):
-    import importlib.util
-    path = os.path.join(os.path.dirname(__file__), "..", "examples", "xray_finetune.py")
-    spec = importlib.util.spec_from_file_location("example_xray_producer", path)
-    xray = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(xray)
+def test_the_xray_example_checkpoint_evaluates_with_no_flags(tmp_path, capsys, load_example):
+    xray = load_example("xray_finetune")
     assert xray.main(["--images", "60", "--image-size", "32", "--epochs", "1", "--out", str(tmp_path)]) == 0
     macro = re.search(r"^macro F1 (\d\.\d{3})", capsys.readouterr().out, re.MULTILINE).group(1)
     assert evaluated(str(tmp_path / "best.h5"), capsys)[1] == float(macro)
