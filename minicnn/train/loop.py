@@ -30,8 +30,9 @@ from minicnn import metrics as M
 from minicnn.functional import softmax, softmax_cross_entropy
 from minicnn.tensor import Tensor, no_grad
 from minicnn.train.cache import FeatureCache, frozen_prefix
-from minicnn.train.callbacks import Callback, ModelCheckpoint, NonFiniteLoss, ProgressBar, TerminateOnNaN
+from minicnn.train.callbacks import Callback, ModelCheckpoint, NonFiniteLoss, TerminateOnNaN
 from minicnn.train.info import data_info
+from minicnn.train.progress import ProgressBar
 from minicnn.train.sources import Source, as_source
 from minicnn.train.state import load_training_state, save_training_state
 
