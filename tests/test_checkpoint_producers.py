@@ -182,3 +182,17 @@ def test_info_shows_what_the_checkpoint_says_about_itself(ham_run, capsys):
     assert "model config: sequential 'tiny_vgg', input [32, 32, 3], 16 layers: Conv2D MaxPool2D" in text
     assert f"info class_names: {HAM}" in text and "info preprocess: tf" in text and "info dataset: ham10000" in text
     assert "optimizer: None" in text                                                # best.h5: weights only
+
+
+def test_keep_last_scores_and_says_the_last_weights(tmp_path, capsys):
+    out = str(tmp_path / "run")
+    rc, printed = train(["--dataset", "synthetic-ham10000", "--preset", "random", "--epochs", "2", "--patience", "0",
+                         "--keep", "last", "--no-figures", "--out", out])
+    assert rc == 0 and not os.path.exists(os.path.join(out, "best.h5"))
+    with h5py.File(os.path.join(out, "last.h5"), "r") as f:
+        assert "optimizer" in f                                                     # resumable
+    closing = printed[printed.index("\ndone in "):]
+    assert f"scored with the last weights ({os.path.join(out, 'last.h5')}: epoch 2)" in closing
+    assert "figures/" not in closing
+    accuracy, macro = re.search(r"test: accuracy (\d\.\d{3}), macro F1 (\d\.\d{3})", closing).groups()
+    assert evaluated(os.path.join(out, "last.h5"), capsys) == (float(accuracy), float(macro))
