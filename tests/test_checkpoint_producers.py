@@ -196,3 +196,20 @@ def test_keep_last_scores_and_says_the_last_weights(tmp_path, capsys):
     assert "figures/" not in closing
     accuracy, macro = re.search(r"test: accuracy (\d\.\d{3}), macro F1 (\d\.\d{3})", closing).groups()
     assert evaluated(os.path.join(out, "last.h5"), capsys) == (float(accuracy), float(macro))
+
+
+def test_fit_tells_what_it_can_from_its_data(tmp_path):
+    """data_info: a Dataset goes through fit's [-1, 1] default ("tf"); a DataLoader says its mode;
+    a callable or arrays say nothing about the scaling."""
+    from minicnn.data import HAM10000, DataLoader, split, synthetic
+    from minicnn.train.info import data_info
+    from minicnn.train.sources import as_source
+
+    root = str(tmp_path / "ham")
+    synthetic.ham10000(root, n_images=35, image_size=(16, 16), min_per_class=4, kaggle_duplicates=False)
+    part = split(HAM10000(root, image_size=16), (0.6, 0.2, 0.2), by="image", seed=0)[0]
+    where = {"class_names": HAM, "dataset": "ham10000", "data": os.path.abspath(root)}
+    assert data_info(as_source(part)) == {**where, "preprocess": "tf"}
+    assert data_info(as_source(DataLoader(part, preprocess="caffe", progress=False))) == {**where, "preprocess": "caffe"}
+    assert data_info(as_source(DataLoader(part, preprocess=lambda b: b / 255.0, progress=False))) == where
+    assert data_info(as_source((np.zeros((2, 4, 4, 3), np.float32), np.array([0, 1])))) == {}
