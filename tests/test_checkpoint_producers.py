@@ -213,3 +213,15 @@ def test_fit_tells_what_it_can_from_its_data(tmp_path):
     assert data_info(as_source(DataLoader(part, preprocess="caffe", progress=False))) == {**where, "preprocess": "caffe"}
     assert data_info(as_source(DataLoader(part, preprocess=lambda b: b / 255.0, progress=False))) == where
     assert data_info(as_source((np.zeros((2, 4, 4, 3), np.float32), np.array([0, 1])))) == {}
+
+
+def test_resume_of_a_finished_keep_best_run_is_refused_by_name(ham_run, capsys):
+    """best.h5 (weights only) of a later epoch has no training state: --resume says so, changes nothing."""
+    out, _ = ham_run
+    before = os.stat(os.path.join(out, "best.h5")).st_mtime_ns
+    rc, _ = train(["--dataset", "synthetic-ham10000", "--preset", "random", "--epochs", "3", "--keep", "best",
+                   "--out", out, "--resume"])
+    assert rc != 0
+    err = capsys.readouterr().err
+    assert f"{os.path.join(out, 'best.h5')} holds weights only" in err and "--overwrite" in err
+    assert os.stat(os.path.join(out, "best.h5")).st_mtime_ns == before
