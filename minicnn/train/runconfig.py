@@ -4,9 +4,9 @@
 "run". ``check_resume`` compares it with the command line of a resumed run and refuses
 a setting that changed (naming it with both values), unless ``--allow-changed`` names
 it; settings in NEUTRAL (paths, verbosity, figures, checkpoints kept, the epoch count:
-more epochs continue what an uninterrupted run with more epochs computes) may change freely. ``apply_changes`` puts an
-allowed new learning rate or momentum into the restored optimizer, whose state still
-holds the old one.
+more epochs continue what an uninterrupted run with more epochs computes) may change
+freely. ``apply_changes`` puts an allowed new learning rate or momentum into the
+restored optimizer, whose state still holds the old one.
 """
 
 from __future__ import annotations
