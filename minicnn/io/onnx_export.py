@@ -20,12 +20,24 @@ import numpy as np
 
 from minicnn.functional import _same
 from minicnn.io.checkpoint import atomic_write
-from minicnn.nn.layers import Conv2D, Dense, Dropout, Flatten, GlobalAveragePooling2D, MaxPool2D, ReLU
+from minicnn.nn.layers import (
+    AveragePooling2D,
+    Conv2D,
+    Dense,
+    Dropout,
+    Flatten,
+    GlobalAveragePooling2D,
+    MaxPool2D,
+    ReLU,
+    Rescaling,
+    Softmax,
+)
 
 OPSET = 17
 IR_VERSION = 8  # the IR version that goes with opset 17; older runtimes refuse newer ones
 INPUT_NAME, OUTPUT_NAME = "input", "output"
-SUPPORTED = (Conv2D, MaxPool2D, GlobalAveragePooling2D, ReLU, Dense, Flatten, Dropout)
+SUPPORTED = (Conv2D, MaxPool2D, AveragePooling2D, GlobalAveragePooling2D, ReLU, Dense, Flatten, Dropout,
+             Rescaling, Softmax)
 _TO_NCHW, _TO_NHWC = (0, 3, 1, 2), (0, 2, 3, 1)
 
 
@@ -86,6 +98,10 @@ def _add_layer(g: _GraphBuilder, layer, shape: tuple) -> None:
         g.to_layout("NCHW", name)
         g.add("MaxPool", name, kernel_shape=list(layer.pool_size), strides=list(layer.strides),
               pads=_pads(layer.padding, shape[1:3], layer.pool_size, layer.strides))
+    elif isinstance(layer, AveragePooling2D):   # Keras does not count padded pixels
+        g.to_layout("NCHW", name)
+        g.add("AveragePool", name, kernel_shape=list(layer.pool_size), strides=list(layer.strides),
+              pads=_pads(layer.padding, shape[1:3], layer.pool_size, layer.strides), count_include_pad=0)
     elif isinstance(layer, GlobalAveragePooling2D):
         g.to_layout("NCHW", name)
         g.add("GlobalAveragePool", name)   # (N, C, 1, 1)
@@ -106,6 +122,15 @@ def _add_layer(g: _GraphBuilder, layer, shape: tuple) -> None:
         g.add("Relu", name)
     elif isinstance(layer, Dropout):
         g.add("Identity", name)            # inference: no mask, no scaling (inverted dropout)
+    elif isinstance(layer, Rescaling):     # per-channel constants broadcast over C, wherever C is
+        per_channel = (-1, 1, 1) if g.layout == "NCHW" else (-1,)
+        for op, value in (("Mul", layer.scale), ("Add", layer.offset)):
+            g.add(op, name, [g.weight(f"{name}.{op.lower()}", value.reshape(per_channel) if value.ndim else value)])
+    elif isinstance(layer, Softmax):
+        if g.layout != "flat":
+            raise OnnxError(f"layer {name!r} (Softmax) on a feature map: only a softmax over features "
+                            f"(after Flatten / Dense) can be exported", layer=name)
+        g.add("Softmax", name, axis=-1)
 
 
 def build_onnx_model(model, input_shape=None, softmax: bool = False):
