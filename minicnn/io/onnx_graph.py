@@ -109,19 +109,22 @@ class GraphWalker:
 
     # ---- the walk ------------------------------------------------------------------
     def run(self) -> None:
-        consumers: dict[str, int] = {}
+        consumers: dict[str, list[str]] = {}           # Shape only reads the size: not a branch
         for node in self.graph.node:
             for name in node.input:
                 if node.op_type != "Shape":
-                    consumers[name] = consumers.get(name, 0) + 1
+                    consumers.setdefault(name, []).append(node.name or node.output[0])
         for node in self.graph.node:
             computed = [name for name in node.input if name in self.acts]
             if not computed:
                 self._fold(node)
                 continue
-            if len(computed) > 1 or any(consumers.get(name, 0) > 1 for name in computed):
-                raise self.error(node, "the graph branches or joins here; only chains of layers can be "
-                                       "imported into a Sequential")
+            if len(computed) > 1:
+                raise self.error(node, f"joins the computed tensors {computed}; only chains of layers can be "
+                                       f"imported into a Sequential")
+            if len(consumers.get(computed[0], ())) > 1:
+                raise self.error(node, f"the computed tensor {computed[0]!r} feeds {consumers[computed[0]]}: the "
+                                       f"graph branches; only chains of layers can be imported into a Sequential")
             if node.op_type not in SUPPORTED_OPS:
                 raise self.error(node, f"op {node.op_type} is not supported; supported ops: "
                                        f"{', '.join(SUPPORTED_OPS)}")
