@@ -16,8 +16,9 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from minicnn import Model, nn
+from minicnn.cli import main
 from minicnn.experiments.models import build_model
-from minicnn.io import OnnxError, export_onnx, import_onnx
+from minicnn.io import OnnxError, export_onnx, import_onnx, load_keras_weights
 from minicnn.io.onnx_import import SUPPORTED_OPS
 
 DATA = pathlib.Path(__file__).parent / "data" / "onnx"
@@ -223,3 +224,19 @@ def test_pads_minicnn_cannot_express_and_branches_are_named(tmp_path):
     nodes = [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Add", ["r", "x"], ["y"], name="skip")]
     with pytest.raises(OnnxError, match=r"tensor 'x' feeds \['r', 'skip'\]: the graph branches"):
         import_onnx(_write(tmp_path, nodes, {}, ["N", 3, 4, 4], name="branch.onnx", out_rank=4))
+
+
+def test_import_onnx_command_prints_the_layers_and_writes_loadable_weights(tmp_path, capsys):
+    out = tmp_path / "torch_cnn.h5"
+    assert main(["import-onnx", str(DATA / "torch_cnn.onnx"), str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "AveragePooling2D" in printed and "wrote" in printed and "weights of 4 layers" in printed
+    model = import_onnx(DATA / "torch_cnn.onnx")
+    for _, p in model.named_parameters():
+        p.data[...] = 0
+    load_keras_weights(model, out)                     # by name: conv1, conv2, fc1, fc2
+    ref = np.load(DATA / "torch_cnn.npz")
+    _close(model(ref["x"].transpose(0, 2, 3, 1)).numpy(), ref["y"])
+    (tmp_path / "cut.onnx").write_bytes((DATA / "torch_cnn.onnx").read_bytes()[:500])
+    assert main(["import-onnx", str(tmp_path / "cut.onnx")]) == 2
+    assert "not a readable ONNX model" in capsys.readouterr().err
