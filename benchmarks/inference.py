@@ -14,9 +14,9 @@ a shared VM). The outputs are compared (largest difference / largest output). Wi
 ``--layers``, each layer is timed alone in minicnn and per node in ONNX Runtime's
 profiler at one configuration, to show where the time goes.
 
-    python benchmarks/inference.py [--configs 224x1,224x8,64x32] [--rounds 5] [--layers 224x8]
+    python benchmarks/inference.py [--configs 224x1,224x8,64x32] [--rounds 5] [--layers 224x8] [--no-spin]
 
-Writes results/inference.json.
+Writes results/inference.json (results/inference_no_spin.json with --no-spin).
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ def build(size: int, onnx_path: Path):
     return model
 
 
-def runtimes(model, onnx_path: Path, threads: int) -> dict:
+def runtimes(model, onnx_path: Path, threads: int, spin: bool = True) -> dict:
     """name -> f(x) returning the logits as a NumPy array."""
     import onnxruntime as ort
     import openvino as ov
@@ -60,6 +60,8 @@ def runtimes(model, onnx_path: Path, threads: int) -> dict:
 
     options = ort.SessionOptions()
     options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    if not spin:       # idle ORT threads sleep instead of spinning: kinder to a machine shared with other jobs
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
     core = ov.Core()
     compiled = core.compile_model(str(onnx_path), "CPU", {"INFERENCE_NUM_THREADS": threads,
@@ -116,10 +118,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--configs", default="224x1,224x8,64x32", help="SIZExBATCH, comma-separated")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--no-spin", action="store_true", help="ONNX Runtime threads sleep when idle")
     parser.add_argument("--layers", default="", help="a SIZExBATCH to break down per layer (e.g. 224x8)")
     args = parser.parse_args()
     threads = int(os.environ.get("MINICNN_NUM_THREADS") or os.environ.get("OMP_NUM_THREADS") or os.cpu_count())
-    rows, results = [], {"machine": H.machine_info(), "threads": threads, "configs": {}}
+    rows, results = [], {"machine": H.machine_info(), "threads": threads, "ort_spinning": not args.no_spin,
+                         "configs": {}}
     tmp = Path(tempfile.mkdtemp(prefix="minicnn_inference_"))
     models = {}
     for config in args.configs.split(","):
@@ -127,7 +131,7 @@ def main() -> None:
         path = tmp / f"vgg16_{size}.onnx"
         if size not in models:
             models[size] = build(size, path)
-        run = runtimes(models[size], path, threads)
+        run = runtimes(models[size], path, threads, spin=not args.no_spin)
         x = np.random.default_rng(1).uniform(-1, 1, (batch, size, size, 3)).astype(np.float32)
         outputs = {name: f(x) for name, f in run.items()}
         scale = float(np.abs(outputs["minicnn"]).max())
@@ -151,7 +155,8 @@ def main() -> None:
         print(f"\nper layer at {args.layers} (minicnn alone per layer; ORT from its profiler, fused nodes):")
         H.print_table(["layer", "minicnn ms", "ORT ms", "ratio"], layer_rows)
         results["layers"] = {args.layers: layer_rows}
-    H.write_json("inference.json", results)
+    results["load_average_at_end"] = [round(v, 2) for v in os.getloadavg()]
+    H.write_json("inference_no_spin.json" if args.no_spin else "inference.json", results)
 
 
 if __name__ == "__main__":

@@ -207,6 +207,8 @@ class _Importer(GraphWalker):
         layer = act.open_layer
         if isinstance(layer, (L.Conv2D, L.Dense)) and layer.activation is None:
             layer.kernel = Parameter((layer.kernel.numpy() * scale).astype(np.float32))
+            if layer.bias is None and not np.any(offset):
+                return act
             bias = np.zeros(layer.kernel.shape[-1]) if layer.bias is None else layer.bias.numpy()
             layer.bias, layer.use_bias = Parameter(np.broadcast_to(bias * scale + offset, bias.shape)
                                                    .astype(np.float32)), True
