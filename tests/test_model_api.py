@@ -141,3 +141,21 @@ def test_checkpoint_files_get_the_umask_mode(tmp_path):
         os.umask(old)
     assert os.stat(tmp_path / "a.h5").st_mode & 0o777 == 0o640
     assert os.stat(tmp_path / "b.h5").st_mode & 0o777 == 0o644
+
+
+def test_every_layer_kind_survives_save_and_load_model(tmp_path):
+    """get_config describes each layer class by its arguments; load_model rebuilds the same function."""
+    minicnn.seed(3)
+    nn.reset_names()
+    model = minicnn.Sequential([
+        nn.Rescaling(np.array([1 / 127.5, 1 / 100.0, 1 / 50.0], np.float32), -1.0), nn.Conv2D(4, 3, strides=2),
+        nn.ReLU(), nn.MaxPool2D(2, strides=1, padding="valid"), nn.Conv2D(6, 1, padding="valid", use_bias=False),
+        nn.AveragePooling2D(), nn.GlobalAveragePooling2D(), nn.Dropout(0.3), nn.Dense(5, activation="relu"),
+        nn.Dense(3), nn.Softmax()]).build((None, 12, 12, 3))
+    model.save(tmp_path / "m.h5")
+    loaded = minicnn.load_model(tmp_path / "m.h5")
+    assert [type(a).__name__ for a in loaded.leaf_layers()] == [type(a).__name__ for a in model.leaf_layers()]
+    assert [a.name for a in loaded.leaf_layers()] == [a.name for a in model.leaf_layers()]
+    x = np.random.default_rng(0).uniform(0, 255, (2, 12, 12, 3)).astype(np.float32)
+    with minicnn.no_grad():                                                 # eval mode: dropout off
+        np.testing.assert_array_equal(loaded.eval()(x).numpy(), model.eval()(x).numpy())

@@ -2,6 +2,7 @@
 
 from minicnn.nn.config import architecture, layer_config, layers_from_architecture
 from minicnn.nn.layers import (
+                               AveragePooling2D,
                                Conv2D,
                                Dense,
                                Dropout,
@@ -9,13 +10,18 @@ from minicnn.nn.layers import (
                                GlobalAveragePooling2D,
                                MaxPool2D,
                                ReLU,
+                               Rescaling,
+                               Softmax,
                                glorot_uniform,
 )
 from minicnn.nn.module import Module, Parameter, Sequential, reset_names, unique_name
 
 MaxPooling2D = MaxPool2D  # Keras' other name for it
+AvgPool2D = AveragePooling2D
 
 __all__ = [
+                               "AveragePooling2D",
+                               "AvgPool2D",
                                "Conv2D",
                                "Dense",
                                "Dropout",
@@ -26,7 +32,9 @@ __all__ = [
                                "Module",
                                "Parameter",
                                "ReLU",
+                               "Rescaling",
                                "Sequential",
+                               "Softmax",
                                "architecture",
                                "glorot_uniform",
                                "layer_config",

@@ -17,6 +17,8 @@ from __future__ import annotations
 import inspect
 import json
 
+import numpy as np
+
 from minicnn.nn.module import Module, Sequential, layer_class
 
 
@@ -32,6 +34,8 @@ def layer_config(layer: Module) -> dict:
             raise ValueError(f"layer {layer.name!r} ({kind}) cannot be described: its constructor argument "
                              f"{name!r} is not kept as an attribute of the same name")
         value = getattr(layer, name)
+        if isinstance(value, (np.ndarray, np.generic)):     # e.g. Rescaling's per-channel scale
+            value = value.tolist()
         config[name] = list(value) if isinstance(value, tuple) else value
     try:
         json.dumps(config)
