@@ -154,13 +154,17 @@ def test_gemm_hot_loop_is_whole_kk_steps_of_the_register_tile(assembled, target)
 
 
 @pytest.mark.parametrize("target", TARGETS)
-def test_gemm_shared_load_width_is_reported_as_found(assembled, target):
-    """The --sass table says how many of the GEMM's shared loads are vectorised, from the SASS.
-    Measured 2026-12-03: none (16 32-bit LDS a kk step: a thread's rows ty + 16 i are strided)."""
+def test_gemm_shared_loads_are_vectorised(assembled, target):
+    """A thread's rows (columns) come in groups of VM = 4 (VN = 4) adjacent floats, so ptxas
+    reads each group with one LDS.128: TM/VM + TN/VN = 4 shared loads a kk step, not 16
+    (main had 16 32-bit LDS before). The --sass table says so as it finds it."""
+    _, _, _, tm, tn = gemm.GPU_TILE
     lines = resources.report(assembled)
     for name in TILED:
         mix = assembled[target][name].hot_loop
+        steps = mix["fp32 fma"] // (tm * tn)
         total, vector = sass.shared_loads(mix)
+        assert total == vector == mix.get("shared load 128-bit", 0) == steps * (tm // 4 + tn // 4), (name, mix)
         line = next(line for line in lines if line.startswith(target) and f" {name} " in line)
         assert line.endswith(f" {mix['fp32 fma']} / {total} ({vector} vec) / 0 / "
                              f"{mix['instructions'] - mix['fp32 fma'] - total}"), line

@@ -5,15 +5,22 @@
 A block owns a BM x BN tile of C. It walks K in slices of BK: the threads copy
 a BM x BK tile of A and a BK x BN tile of B into shared memory, wait, and each
 thread multiplies out its TM x TN sub-tile of C, kept in registers (``acc``).
-Thread (ty, tx) owns rows ``ty + TY*i`` and columns ``tx + TX*j``: strided, so a
-warp (16 x 2 threads) reads 16 neighbouring words of ``b_tile`` (no bank
-conflict) and 2 of ``a_tile`` (broadcast), and stores runs of 16 neighbouring
-columns of C (coalesced).
+Thread (ty, tx) owns TM / VM groups of VM neighbouring rows, the groups VM*TY
+apart, and likewise columns (VN, TX):
+
+    row(i) = VM*ty + VM*TY*(i // VM) + i % VM     col(j) = VN*tx + VN*TX*(j // VN) + j % VN
+
+With VM = VN = 4 a group is 4 adjacent floats of a 16-byte aligned shared row
+(A_COLS and B_COLS are multiples of 4), which ptxas reads with one 128-bit
+``LDS.128``: 4 shared loads a ``kk`` step instead of 16 (python -m kernels.cuda
+--sass counts them). A warp (16 x 2 threads) reads 256 neighbouring bytes of
+``b_tile`` (no bank conflict) and 2 addresses of ``a_tile`` (broadcast).
 
 Per BK slice one thread does TM*TN*BK fused multiply-adds for (TM + TN)*BK
-shared-memory loads: with 8 x 8 that is 4 FMAs per load, enough to keep the
-FMA units, not shared memory, the limit. Global traffic per block is
-(BM + BN) * K * 4 bytes in, BM * BN * 4 out; for the whole product 2*M*N*K FLOPs and
+floats loaded from shared memory: with 8 x 8 that is 4 FMAs per float, 16 per
+load instruction, enough to keep the FMA units, not shared memory, the limit.
+Global traffic per block is (BM + BN) * K * 4 bytes in, BM * BN * 4 out; for
+the whole product 2*M*N*K FLOPs and
 4 * (ceil(N / BN) * M*K + ceil(M / BM) * K*N + splits * M*N) bytes.
 
 Split-K (grid z > 1) gives each z a range of K and its own output slice
@@ -32,14 +39,15 @@ from numba.cuda.core.config import ENABLE_CUDASIM
 SIMULATOR = bool(ENABLE_CUDASIM)
 
 
-TILE_NAMES = ("BM", "BN", "BK", "TM", "TN", "TY", "TX", "THREADS", "A_LOADS", "B_LOADS", "A_COLS", "B_COLS")
+TILE_NAMES = ("BM", "BN", "BK", "TM", "TN", "TY", "TX", "THREADS", "A_LOADS", "B_LOADS", "A_COLS", "B_COLS",
+              "VM", "VN", "LOG_VM", "LOG_VN")
 
 
 def set_tile(bm: int, bn: int, bk: int, tm: int, tn: int) -> None:
     """Choose the tile shape (this module's TILE_NAMES). Real GPUs compile the values
     in at first launch; the simulator reads them at every launch, so a test can
     switch (conv.py imports them, so copy them there too)."""
-    global BM, BN, BK, TM, TN, TY, TX, THREADS, A_LOADS, B_LOADS, A_COLS, B_COLS
+    global BM, BN, BK, TM, TN, TY, TX, THREADS, A_LOADS, B_LOADS, A_COLS, B_COLS, VM, VN, LOG_VM, LOG_VN
     threads = (bm // tm) * (bn // tn)
     if (bm % tm or bn % tn or (bm * bk) % threads or (bk * bn) % threads or threads % bk
             or threads % bm or threads % bn):
@@ -50,12 +58,17 @@ def set_tile(bm: int, bn: int, bk: int, tm: int, tn: int) -> None:
     TY, TX = BM // TM, BN // TN
     THREADS = TX * TY
     A_LOADS, B_LOADS = BM * BK // THREADS, BK * BN // THREADS
+    # rows (columns) a thread owns side by side: the largest of 4, 2, 1 dividing TM (TN);
+    # 4 on a GPU (one LDS.128), 2 with the simulator's tile
+    VM = next(v for v in (4, 2, 1) if TM % v == 0)
+    VN = next(v for v in (4, 2, 1) if TN % v == 0)
+    LOG_VM, LOG_VN = VM.bit_length() - 1, VN.bit_length() - 1
 
 
 GPU_TILE = (128, 128, 8, 8, 8)   # 256 threads, 64 accumulators each
 SIM_TILE = (16, 16, 8, 2, 2)     # 64 threads: quick in the simulator
 PAD = 4                          # extra shared-memory columns: transposed stores hit distinct banks
-BM = BN = BK = TM = TN = TY = TX = THREADS = A_LOADS = B_LOADS = A_COLS = B_COLS = 0
+BM = BN = BK = TM = TN = TY = TX = THREADS = A_LOADS = B_LOADS = A_COLS = B_COLS = VM = VN = LOG_VM = LOG_VN = 0
 set_tile(*(SIM_TILE if SIMULATOR else GPU_TILE))
 
 
@@ -85,7 +98,7 @@ def zero_accumulators(acc):
 
 @cuda.jit(device=True)
 def multiply_tiles(a_tile, b_tile, acc, tid):
-    """acc[i, j] += sum_kk a_tile[kk, ty + TY*i] * b_tile[kk, tx + TX*j]  (one BK slice).
+    """acc[i, j] += sum_kk a_tile[kk, row(i)] * b_tile[kk, col(j)]  (one BK slice; module docstring).
 
     The shared-memory indices are unsigned: a signed index would make Numba add
     a negative-index wraparound (compare + select) to every load of the hot loop.
@@ -97,9 +110,9 @@ def multiply_tiles(a_tile, b_tile, acc, tid):
     for kk in range(BK):
         row = uint32(kk)
         for i in range(TM):
-            a_reg[i] = a_tile[row, ty + uint32(TY * i)]
+            a_reg[i] = a_tile[row, ty * uint32(VM) + uint32(VM * TY * (i // VM) + i % VM)]
         for j in range(TN):
-            b_reg[j] = b_tile[row, tx + uint32(TX * j)]
+            b_reg[j] = b_tile[row, tx * uint32(VN) + uint32(VN * TX * (j // VN) + j % VN)]
         for i in range(TM):
             for j in range(TN):
                 acc[i, j] += a_reg[i] * b_reg[j]
@@ -107,14 +120,19 @@ def multiply_tiles(a_tile, b_tile, acc, tid):
 
 @cuda.jit(device=True)
 def store_tile(c, z, acc, m0, n0, bias, has_bias, relu, tid):
-    """c[z, m0 + ty + TY*i, n0 + tx + TX*j] = act(acc[i, j] + bias[n]) inside c's bounds."""
+    """c[z, m0 + row(i), n0 + col(j)] = act(acc[i, j] + bias[n]) inside c's bounds (module docstring).
+
+    row(i) is computed as VM*ty + (i >> LOG_VM) * VM*TY + (i & (VM - 1)): a floor division of
+    the signed loop index would add sign fix-ups that stop LLVM from unrolling the loop fully,
+    and then ``acc`` (indexed by a run-time i) would live in local memory.
+    """
     ty = tid // TX
     tx = tid - ty * TX
     for i in range(TM):
-        m = m0 + ty + TY * i
+        m = m0 + VM * ty + (i >> LOG_VM) * (VM * TY) + (i & (VM - 1))
         if m < c.shape[1]:
             for j in range(TN):
-                n = n0 + tx + TX * j
+                n = n0 + VN * tx + (j >> LOG_VN) * (VN * TX) + (j & (VN - 1))
                 if n < c.shape[2]:
                     v = acc[i, j]
                     if has_bias:
