@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from minicnn.functional import _same
-from minicnn.io.checkpoint import atomic_write
+from minicnn.io.storage import atomic_write
 from minicnn.nn.layers import Conv2D, Dense, Dropout, Flatten, GlobalAveragePooling2D, MaxPool2D, ReLU
 
 OPSET = 17
