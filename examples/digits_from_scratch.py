@@ -16,12 +16,13 @@ from sklearn.model_selection import train_test_split
 
 import minicnn
 from minicnn import metrics, nn, optim
+from minicnn.helpformat import DefaultsFormatter
 from minicnn.train import EarlyStopping, evaluate, fit
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--epochs", type=int, default=6)
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=DefaultsFormatter)
+    p.add_argument("--epochs", type=int, default=6, help="most epochs (early stopping may end sooner)")
     args = p.parse_args(argv)
     start = time.perf_counter()
 

@@ -36,6 +36,7 @@ from minicnn import optim
 from minicnn.commands import run_info
 from minicnn.data import HAM10000, DataLoader, save_split, split, synthetic
 from minicnn.experiments.published import published_table
+from minicnn.helpformat import DefaultsFormatter
 from minicnn.io import WeightsError
 from minicnn.models import imagenet_weights_path, vgg16
 from minicnn.train import CSVLogger, EarlyStopping, ModelCheckpoint, apply_preset, evaluate, fit
@@ -57,16 +58,16 @@ def find_weights(path: str | None) -> str | None:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=DefaultsFormatter)
     p.add_argument("--data", help="HAM10000 folder (default: generate a stand-in)")
     p.add_argument("--weights", help="Keras VGG16 notop weights file")
     p.add_argument("--image-size", type=int, default=None, help="default 224 with --data, 48 on the stand-in")
     p.add_argument("--epochs", type=int, default=None, help="default 50 with --data, 20 on the stand-in")
     p.add_argument("--images", type=int, default=420, help="stand-in size")
-    p.add_argument("--preset", default="last_block")
+    p.add_argument("--preset", default="last_block", help="which layers train (minicnn.train.presets)")
     p.add_argument("--lr", type=float, default=None, help="default: SGD 1e-4 (thesis) with --data; Adam 1e-3 "
                                                           "on the stand-in")
-    p.add_argument("--out", default="runs/ham_finetune")
+    p.add_argument("--out", default="runs/ham_finetune", help="folder for checkpoints, history, split, figures")
     args = p.parse_args(argv)
     standin = args.data is None
     size = args.image_size or (48 if standin else 224)

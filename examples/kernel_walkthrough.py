@@ -58,8 +58,9 @@ def conv_walkthrough(ops):
     print(f"  A = im2col(x) is never stored: each block gathers {gemm.BM} x {gemm.BK} slices of it into "
           "shared memory.")
     print(f"  tile: a block owns {gemm.BM} x {gemm.BN} outputs and has {gemm.THREADS} threads "
-          f"({gemm.TY} x {gemm.TX});\n  thread (ty, tx) owns rows ty + {gemm.TY}*i and columns "
-          f"tx + {gemm.TX}*j, i < {gemm.TM}, j < {gemm.TN}")
+          f"({gemm.TY} x {gemm.TX});\n  thread (ty, tx) owns {gemm.TM // gemm.VM} group(s) of {gemm.VM} "
+          f"adjacent rows, {gemm.VM * gemm.TY} apart, from row {gemm.VM}*ty, and likewise "
+          f"{gemm.TN // gemm.VN} x {gemm.VN} columns from {gemm.VN}*tx")
     conv.store_tile = traced_store_tile
     try:
         ops.conv_algorithm = "implicit"
@@ -76,7 +77,9 @@ def conv_walkthrough(ops):
         wrote = []
         for i in range(gemm.TM):
             for j in range(gemm.TN):
-                m, o = m0 + ty + gemm.TY * i, n0 + tx + gemm.TX * j
+                # row(i), col(j) of kernels/cuda/gemm.py: groups of VM (VN) side by side
+                m = m0 + gemm.VM * ty + gemm.VM * gemm.TY * (i // gemm.VM) + i % gemm.VM
+                o = n0 + gemm.VN * tx + gemm.VN * gemm.TX * (j // gemm.VN) + j % gemm.VN
                 if m < m_total and o < co:
                     img, rest = divmod(m, h * wd)
                     wrote.append(f"y[{img},{rest // wd},{rest % wd},{o}]={acc[i, j]:+.0f}")

@@ -35,6 +35,7 @@ from minicnn.commands import run_info
 from minicnn.data import ChestXRay, DataLoader, save_split, split, synthetic
 from minicnn.experiments.models import load_conv_weights
 from minicnn.experiments.published import published_table
+from minicnn.helpformat import DefaultsFormatter
 from minicnn.io import WeightsError
 from minicnn.models import imagenet_weights_path, vgg16
 from minicnn.train import CSVLogger, EarlyStopping, ModelCheckpoint, apply_preset, evaluate, fit
@@ -61,16 +62,16 @@ def starting_weights(args) -> tuple:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=DefaultsFormatter)
     p.add_argument("--data", help="folder holding chest_xray/ (default: generate a stand-in)")
     p.add_argument("--weights", help="Keras VGG16 notop weights file")
     p.add_argument("--ham-checkpoint", help="start from a HAM10000-trained minicnn checkpoint instead")
     p.add_argument("--image-size", type=int, default=None, help="default 224 with --data, 48 on the stand-in")
     p.add_argument("--epochs", type=int, default=None, help="default 50 with --data, 10 on the stand-in")
     p.add_argument("--images", type=int, default=300, help="stand-in size")
-    p.add_argument("--preset", default="last_block")
+    p.add_argument("--preset", default="last_block", help="which layers train (minicnn.train.presets)")
     p.add_argument("--lr", type=float, default=None, help="default: SGD 1e-4 with --data, Adam 1e-3 on the stand-in")
-    p.add_argument("--out", default="runs/xray_finetune")
+    p.add_argument("--out", default="runs/xray_finetune", help="folder for checkpoints, history, split, figures")
     args = p.parse_args(argv)
     standin = args.data is None
     size = args.image_size or (48 if standin else 224)

@@ -19,6 +19,9 @@ def __getattr__(name: str):
     if name in ("Model", "Sequential"):
         from minicnn import model
         return getattr(model, name)
+    if name == "load_model":
+        from minicnn.models import load_model
+        return load_model
     raise AttributeError(f"module 'minicnn' has no attribute {name!r}")
 
 
@@ -37,6 +40,7 @@ __all__ = [
     "functional",
     "get_default_device",
     "is_grad_enabled",
+    "load_model",
     "maximum",
     "nn",
     "no_grad",

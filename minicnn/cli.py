@@ -76,15 +76,21 @@ def _checkpoint_info(path: str) -> str:
     with h5py.File(path, "r") as f:
         state = decode_tree(f["state"])
         optimizer = f["optimizer"].attrs.get("class") if "optimizer" in f else None
-    lines = [f"{path}", "minicnn checkpoint", f"model config: {config}"]
+    described = config
+    if config and config.get("architecture") == "sequential":     # every layer's arguments: too long to print
+        described = (f"sequential {config.get('name')!r}, input {config.get('input_shape')}, "
+                     f"{len(config['layers'])} layers: {' '.join(e['class_name'] for e in config['layers'])}")
+    lines = [f"{path}", "minicnn checkpoint", f"model config: {described}"]
     rows = [(name, tuple(a.shape), a.dtype, "yes" if trainable[name] else "frozen", f"{a.size:,}")
             for name, a in arrays.items()]
     lines += _table(rows, ("parameter", "shape", "dtype", "trainable", "size"))
     total = sum(a.size for a in arrays.values())
     frozen = sum(a.size for n, a in arrays.items() if not trainable[n])
     lines.append(f"{total:,} parameters ({frozen:,} frozen); optimizer: {optimizer}")
+    for key, value in (state.get("info") or {}).items():      # what evaluate / predict take from it
+        lines.append(f"info {key}: {value}")
     for key, value in state.items():
-        if key != "rng_state":
+        if key not in ("rng_state", "info"):
             text = repr(value)
             lines.append(f"{key}: {text if len(text) < 200 else text[:200] + ' ...'}")
     return "\n".join(lines)
@@ -93,24 +99,22 @@ def _checkpoint_info(path: str) -> str:
 # ---- summary ----------------------------------------------------------------------------
 
 def _summary_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("file", nargs="?", help="a minicnn checkpoint of a vgg16 model (default: a fresh vgg16)")
+    parser.add_argument("file", nargs="?", help="a minicnn checkpoint (default: a fresh vgg16)")
     parser.add_argument("--include-top", action="store_true", help="Keras's fc1/fc2/predictions top")
     parser.add_argument("--head", choices=["keras", "thesis", "gap"], help="classifier head")
-    parser.add_argument("--input-shape", type=int, nargs=3, default=(224, 224, 3), metavar=("H", "W", "C"))
-    parser.add_argument("--classes", type=int, default=1000)
+    parser.add_argument("--input-shape", type=int, nargs=3, default=(224, 224, 3), metavar=("H", "W", "C"),
+                        help="input height, width, channels")
+    parser.add_argument("--classes", type=int, default=1000, help="output classes of the head")
 
 
 def _summary_run(args: argparse.Namespace) -> int:
-    from minicnn.io.checkpoint import load_checkpoint, read_checkpoint_weights
-    from minicnn.models import vgg16, vgg16_from_config
+    from minicnn.models import load_model, vgg16
 
     if args.file:
-        _, _, config = read_checkpoint_weights(args.file)
-        if not config or config.get("architecture") != "vgg16":
-            raise WeightsError(f"{args.file}: the checkpoint's model config is {config!r}; only vgg16 "
-                               "checkpoints can be rebuilt here", path=args.file)
-        model = vgg16_from_config(config)
-        load_checkpoint(args.file, model)
+        try:
+            model = load_model(args.file, compile=False)
+        except ValueError as err:                    # a checkpoint that does not describe its model
+            raise WeightsError(str(err), path=args.file) from None
     else:
         model = vgg16(include_top=args.include_top, head=args.head, input_shape=tuple(args.input_shape),
                       classes=args.classes)
@@ -140,10 +144,12 @@ def all_commands() -> dict:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from minicnn.helpformat import DefaultsFormatter
     parser = argparse.ArgumentParser(prog="minicnn", description="minicnn: a small, readable CNN framework")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (help_text, add_arguments, run) in all_commands().items():
-        command_parser = sub.add_parser(name, help=help_text, description=help_text)
+        command_parser = sub.add_parser(name, help=help_text, description=help_text,
+                                        formatter_class=DefaultsFormatter)
         add_arguments(command_parser)
         command_parser.set_defaults(run=run)
     return parser

@@ -17,7 +17,6 @@ their defaults from it and refuse a flag that contradicts it.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import sys
@@ -25,6 +24,7 @@ import sys
 import numpy as np
 
 from minicnn.train import rundir
+from minicnn.train.info import run_info, split_fingerprint
 
 DATASETS = ("ham10000", "xray", "folder", "synthetic-ham10000", "synthetic-xray")
 
@@ -62,28 +62,6 @@ def _loader(ds, batch_size, shuffle=False, seed=0, augment=False, preprocess="tf
                       progress=False)
 
 
-def split_fingerprint(subset) -> str:
-    """sha256 of the sorted sample ids of ``subset``: equal only for the same images, in any order."""
-    return hashlib.sha256("\n".join(sorted(subset.sources())).encode()).hexdigest()
-
-
-def run_info(dataset: str, data_root: str, class_names, image_size: int, preprocess: str, model: str,
-             test=None, **extra) -> dict:
-    """What a checkpoint must carry to be used later with no flags (stored as its ``info``).
-
-    dataset: the layout (``DATASETS``); data_root: the folder read; model: "vgg16" or
-    "tiny" (rebuild_model uses it, and the vgg16 config saved beside the weights);
-    test: the test subset, whose fingerprint lets ``evaluate`` refuse another split.
-    """
-    info = {"class_names": [str(c) for c in class_names], "image_size": int(image_size),
-            "preprocess": preprocess, "model": model, "dataset": dataset.removeprefix("synthetic-"),
-            "data": os.path.abspath(data_root)}
-    if test is not None:
-        info["test_fingerprint"] = split_fingerprint(test)
-    info.update(extra)
-    return info
-
-
 def _check_flag(info: dict, key: str, flag: str, given, path: str):
     """The checkpoint's value unless ``given`` contradicts it (then a ValueError naming both)."""
     stored = info.get(key)
@@ -94,21 +72,20 @@ def _check_flag(info: dict, key: str, flag: str, given, path: str):
 
 
 def rebuild_model(path: str):
-    """The model a checkpoint was trained as (from its ``info`` or its vgg16 config), weights loaded."""
+    """The model a checkpoint holds (``minicnn.load_model``: its architecture), weights loaded, and its info."""
     from minicnn.experiments.models import build_model
     from minicnn.io import load_checkpoint, read_checkpoint_weights
-    from minicnn.models import vgg16_from_config
+    from minicnn.models import load_model
 
-    _, _, config = read_checkpoint_weights(path)
-    state = load_checkpoint(path)
-    info = state.get("info") or {}
-    if info.get("model") == "tiny":
-        model = build_model("tiny", int(info["image_size"]), len(info["class_names"]))
-    elif config and config.get("architecture") == "vgg16":
-        model = vgg16_from_config(config)
-    else:
-        raise ValueError(f"{path}: cannot tell which model it holds (no vgg16 config, no info); "
-                         "checkpoints written by `minicnn train` can be rebuilt")
+    config = read_checkpoint_weights(path)[2]
+    if config:
+        model = load_model(path, compile=False)
+        return model, model.info
+    info = load_checkpoint(path).get("info") or {}
+    if info.get("model") != "tiny":                  # files from before the model described itself
+        raise ValueError(f"{path}: cannot tell which model it holds (no model config, no info); "
+                         "checkpoints written by `minicnn train`, fit() or Model.save can be rebuilt")
+    model = build_model("tiny", int(info["image_size"]), len(info["class_names"]))
     load_checkpoint(path, model)
     return model, info
 
@@ -119,44 +96,55 @@ def train_arguments(p: argparse.ArgumentParser) -> None:
     from minicnn.train.presets import PRESETS
     p.add_argument("--dataset", required=True, choices=DATASETS,
                    help="layout of --data (folder: root/<class>/*.jpg); synthetic-*: a generated stand-in")
-    p.add_argument("--data", help="data set folder")
-    p.add_argument("--preset", default="last_block", choices=PRESETS, help="which layers train (default last_block)")
-    p.add_argument("--model", default="vgg16", choices=["vgg16", "tiny"])
-    p.add_argument("--weights", help="Keras VGG16 notop file; default: the ImageNet file if found "
-                                     "($MINICNN_WEIGHTS, ~/.keras/models), else random weights")
-    p.add_argument("--image-size", type=int, default=224)
-    p.add_argument("--epochs", type=int, default=50)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd")
-    p.add_argument("--lr", type=float, default=1e-4, help="learning rate (default 1e-4, the thesis')")
+    p.add_argument("--data", help="data set folder (synthetic-*: where to write the stand-in; default OUT/standin)")
+    p.add_argument("--preset", default="last_block", choices=PRESETS, help="which layers train")
+    p.add_argument("--model", default="vgg16", choices=["vgg16", "tiny"],
+                   help="vgg16 with the thesis head, or a tiny VGG-shaped network (fast, random weights)")
+    p.add_argument("--weights", help="starting weights: a Keras VGG16 notop file or a minicnn checkpoint (its "
+                                     "layers that fit load by name, e.g. the HAM10000 model for X-rays). Without "
+                                     "it: the ImageNet file if found ($MINICNN_WEIGHTS, ~/.keras/models), else "
+                                     "random weights")
+    p.add_argument("--image-size", type=int, default=224, help="pixels per side")
+    p.add_argument("--epochs", type=int, default=50, help="most epochs (early stopping may end sooner)")
+    p.add_argument("--batch-size", type=int, default=32, help="images per step")
+    p.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd", help="optimizer")
+    p.add_argument("--lr", type=float, default=1e-4, help="learning rate (the thesis' SGD rate)")
     p.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
     for flag, what in (("--clipnorm", "each weight's gradient to this L2 norm"),
                        ("--global-clipnorm", "all gradients together to this L2 norm"),
                        ("--clipvalue", "each gradient element to [-C, C]")):
         p.add_argument(flag, type=float, metavar="C", help=f"clip {what} before the update (as Keras' "
                                                           "optimizers; at most one of the three)")
-    p.add_argument("--patience", type=int, default=5, help="early stopping on val accuracy (0: off)")
+    p.add_argument("--patience", type=int, default=5, help="early stopping on val accuracy, epochs (0: off)")
     p.add_argument("--phase1-epochs", type=int, default=5, help="two_phase: epochs before unfreezing")
-    p.add_argument("--split-by", choices=["group", "image"], default="group")
-    p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=False)
-    p.add_argument("--class-weight", choices=["none", "balanced"], default="none")
-    p.add_argument("--preprocess", choices=["tf", "caffe", "torch"], default="tf")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="runs/train", help="folder for last.h5, best.h5, history.csv, split.csv")
+    p.add_argument("--split-by", choices=["group", "image"], default="group",
+                   help="group: a lesion / patient never crosses splits; image: as the thesis")
+    p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=False, help="augment training images")
+    p.add_argument("--class-weight", choices=["none", "balanced"], default="none", help="loss weights per class")
+    p.add_argument("--preprocess", choices=["tf", "caffe", "torch"], default="tf",
+                   help="pixel scaling: tf = [-1, 1] (the thesis'), caffe = Keras VGG16's ImageNet scaling")
+    p.add_argument("--seed", type=int, default=0, help="split, shuffling, initial weights")
+    p.add_argument("--out", default="runs/train", help="folder for best.h5, last.h5, history.csv, split.csv, figures")
+    p.add_argument("--keep", choices=["both", "best", "last"], default="both",
+                   help="checkpoints kept: best.h5 (weights of the best epoch), last.h5 (resumable), or both")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.h5")
-    p.add_argument("--verbose", type=int, default=1)
+    p.add_argument("--figures", action=argparse.BooleanOptionalAction, default=True,
+                   help="write OUT/figures: loss and accuracy curves, confusion matrix, Grad-CAM")
+    p.add_argument("--verbose", type=int, default=1, help="0: quiet; 1: a progress bar and a line per epoch")
     rundir.add_arguments(p)
 
 
 def train_run(args: argparse.Namespace) -> int:
+    import time
+
     import minicnn
     from minicnn import distributed as dist
     from minicnn import optim
+    from minicnn import run_report as R
     from minicnn.data import class_weights, load_split, split
-    from minicnn.experiments.models import build_model
-    from minicnn.experiments.thesis import ThesisConfig, pretrained_weights
     from minicnn.train import CSVLogger, EarlyStopping, ModelCheckpoint, apply_preset, evaluate, fit
 
+    start = time.perf_counter()
     dist.init()                     # under mpiexec: data-parallel fit, rank 0 prints and writes
     dist.silence_others()
     if dist.is_main():              # a stand-in is generated once, by rank 0
@@ -171,28 +159,28 @@ def train_run(args: argparse.Namespace) -> int:
     else:
         train, val, test = split(ds, (0.6, 0.2, 0.2), by=args.split_by, seed=args.seed)  # checked: no empty part
     rundir.check_batch(train, args.batch_size)     # under rundir.guard: --out is locked and checked, not yet written
+    print(f"{ds}; split by {args.split_by}: train {len(train)}, val {len(val)}, test {len(test)}")
     minicnn.seed(args.seed)
-    weights = None
-    if args.preset != "random":
-        cfg = ThesisConfig(dataset="ham10000", weights=args.weights, model=args.model)
-        weights = pretrained_weights(cfg)
-        for note in cfg.notes if dist.is_main() else ():
-            print(f"note: {note}", file=sys.stderr)
-    model = build_model(args.model, args.image_size, len(ds.class_names), weights)
+    model, origin = R.starting_model(args, len(ds.class_names))
     plan = apply_preset(model, args.preset, phase1_epochs=args.phase1_epochs)
+    print(f"starting from {origin}; preset {args.preset}: conv blocks {plan.trainable_blocks or 'none'} "
+          "and the head train")
+    model.summary()
     params = list(model.named_parameters())
     clip = {"clipnorm": args.clipnorm, "global_clipnorm": args.global_clipnorm, "clipvalue": args.clipvalue}
     opt = optim.SGD(params, lr=args.lr, momentum=args.momentum, **clip) if args.optimizer == "sgd" else \
         optim.Adam(params, lr=args.lr, **clip)
     last, best = os.path.join(args.out, "last.h5"), os.path.join(args.out, "best.h5")
-    callbacks = [CSVLogger(os.path.join(args.out, "history.csv")),
-                 ModelCheckpoint(best, monitor="val_accuracy", save_best_only=True)]  # info: fit's
+    callbacks = [CSVLogger(os.path.join(args.out, "history.csv"))]
+    best_cb = ModelCheckpoint(best, monitor="val_accuracy", save_best_only=True)  # weights only; info: fit's
+    if args.keep != "last":
+        callbacks.append(best_cb)
     if args.patience > 0:
         callbacks.insert(0, EarlyStopping("val_accuracy", patience=args.patience, restore_best_weights=True,
                                           start_from_epoch=plan.unfreeze_at_epoch or 0))
     callbacks += plan.callbacks()
     info = run_info(args.dataset, ds.root, ds.class_names, args.image_size, args.preprocess, args.model, test,
-                    preset=args.preset, run=rundir.run_config(args))
+                    preset=args.preset, split_file=os.path.abspath(split_file), run=rundir.run_config(args))
     cw = class_weights(train.labels, "balanced")[0] if args.class_weight == "balanced" else None
     source = dist.main_decides(rundir.resume_point(args.out)) if args.resume else None
     changed = rundir.check_resume(args, source) if args.resume else {}
@@ -200,7 +188,7 @@ def train_run(args: argparse.Namespace) -> int:
         rundir.start(args.out, args.overwrite, None if stored_split else split_file, (train, val, test))
     history = fit(model, _loader(train, args.batch_size, True, args.seed, args.augment, args.preprocess),
                   _loader(val, args.batch_size, preprocess=args.preprocess), opt, epochs=args.epochs,
-                  callbacks=callbacks, checkpoint=last, resume=source,
+                  callbacks=callbacks, checkpoint=last, resume=rundir.fit_start(source) if source else None,
                   class_weight=cw, verbose=args.verbose, checkpoint_info=info,
                   checkpoint_minutes=args.checkpoint_minutes, after_resume=rundir.apply_changes(changed))
     if not dist.is_main():          # the test split is scored once, by rank 0
@@ -209,9 +197,16 @@ def train_run(args: argparse.Namespace) -> int:
         rundir.report_bad_files(args.out, history.bad_files)
         print(f"stopped: {history.stop_reason}", file=sys.stderr)
         return 1
+    used = R.scoring_weights(model, best if args.keep != "last" else "", last, best_cb.best_epoch, history.epochs)
     result = evaluate(model, _loader(test, args.batch_size, preprocess=args.preprocess))
     rundir.report_bad_files(args.out, {**history.bad_files, **result["bad_files"]})
+    print(f"\nscored with {used}")
     _print_report(result, list(ds.class_names), "test split")
+    figures = R.write_figures(model, history, result, test, os.path.join(args.out, "figures"), args.preprocess) \
+        if args.figures else []
+    if args.keep == "best" and os.path.exists(best) and os.path.exists(last):
+        os.remove(last)
+    R.closing_block(args.out, history, used, result, figures, time.perf_counter() - start)
     return 0
 
 
@@ -254,13 +249,16 @@ def _settings(args: argparse.Namespace, info: dict, model) -> tuple[str, int]:
 
 
 def evaluate_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("checkpoint", help="a checkpoint written by `minicnn train` (best.h5 / last.h5)")
+    p.add_argument("checkpoint", help="a checkpoint written by `minicnn train`, fit(), Model.save or the thesis "
+                                      "runner (best.h5 / last.h5)")
     p.add_argument("--data", help="data set folder (default: the one the checkpoint was trained on)")
     p.add_argument("--dataset", choices=DATASETS, help="layout of --data (default: as trained)")
-    p.add_argument("--split-file", help="split CSV (default: split.csv beside the checkpoint)")
-    p.add_argument("--part", default="test", choices=["train", "val", "test", "all"])
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--confusion", help="also write the confusion matrix as a PNG here")
+    p.add_argument("--split-file", help="split CSV (default: the one the checkpoint names, else split.csv "
+                                        "beside it)")
+    p.add_argument("--part", default="test", choices=["train", "val", "test", "all"], help="which part to score")
+    p.add_argument("--batch-size", type=int, default=32, help="images per forward pass")
+    p.add_argument("--confusion", metavar="OUT.png", help="also draw the confusion matrix here")
+    p.add_argument("--normalize", action="store_true", help="the confusion PNG shows row-normalised rates")
     _override_arguments(p)
 
 
@@ -285,7 +283,9 @@ def evaluate_run(args: argparse.Namespace) -> int:
                          f"{info['class_names']} ({args.checkpoint})")
     data = ds
     if args.part != "all":
-        split_file = args.split_file or os.path.join(out, "split.csv")
+        stored = info.get("split_file")
+        split_file = args.split_file or (stored if stored and os.path.exists(stored) else
+                                         os.path.join(out, "split.csv"))
         if not os.path.exists(split_file):
             raise FileNotFoundError(f"split file not found: {split_file} (give --split-file or --part all)")
         data = load_split(split_file, ds)[args.part]
@@ -297,7 +297,7 @@ def evaluate_run(args: argparse.Namespace) -> int:
     _print_report(result, list(ds.class_names), f"{args.part} split")
     if args.confusion:
         figures.confusion_matrix(M.confusion_matrix(result["y_true"], result["y_pred"], len(ds.class_names)),
-                                 list(ds.class_names), args.confusion)
+                                 list(ds.class_names), args.confusion, f"{args.part} split", normalize=args.normalize)
         print(f"wrote {args.confusion}")
     return 0
 
@@ -345,7 +345,7 @@ def predict_run(args: argparse.Namespace) -> int:
             stem, ext = os.path.splitext(args.gradcam)
             target = args.gradcam if k == 0 else f"{stem}_{k}{ext or '.png'}"
             cam, c, _ = gradcam(model, x[k], layer)
-            figures.gradcam_overlay(raw[k], cam, target, f"Grad-CAM {layer}: {names[c]} ({p[c]:.2f})")
+            figures.gradcam_overlay(raw[k], cam, target, figures.gradcam_title(layer, names[c], float(p[c])))
             print(f"  Grad-CAM written to {target}")
     return 0
 

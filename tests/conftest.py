@@ -67,3 +67,17 @@ def assert_close(actual, expected, rtol=1e-5, atol=1e-6):
     assert actual.shape == expected.shape, f"shape {actual.shape} != {expected.shape}"
     scale = max(1.0, float(np.abs(expected).max(initial=0.0)))
     np.testing.assert_allclose(actual, expected, rtol=rtol, atol=atol * scale)
+
+
+@pytest.fixture
+def load_example():
+    """``load_example("ham_finetune")``: examples/<name>.py imported as a module (they are scripts)."""
+    import importlib.util
+
+    def load(name: str):
+        path = os.path.join(os.path.dirname(__file__), "..", "examples", f"{name}.py")
+        spec = importlib.util.spec_from_file_location(f"example_{name}_fixture", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    return load

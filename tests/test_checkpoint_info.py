@@ -17,7 +17,8 @@ from minicnn.io import load_checkpoint
 def _report(text: str) -> str:
     """The per-class report block (accuracy line, table, confusion matrix) printed by train / evaluate."""
     start = text.index("test split:")
-    return text[start:].strip()
+    end = text.find("\ndone in ", start)             # train's closing block follows the report
+    return text[start:end if end > 0 else None].strip()
 
 
 @pytest.fixture(scope="module")
@@ -96,15 +97,11 @@ def test_predict_prints_class_names_and_refuses_contradictions(run, capsys):
     assert "--preprocess torch contradicts" in capsys.readouterr().err
 
 
-def test_the_ham_example_checkpoint_evaluates_with_no_flags(tmp_path, capsys):
+def test_the_ham_example_checkpoint_evaluates_with_no_flags(tmp_path, capsys, load_example):
     """examples/ham_finetune.py trains with caffe preprocessing: evaluate must use it, unasked."""
-    import importlib.util
     import re
 
-    path = os.path.join(os.path.dirname(__file__), "..", "examples", "ham_finetune.py")
-    spec = importlib.util.spec_from_file_location("example_ham_finetune_info", path)
-    ham = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(ham)
+    ham = load_example("ham_finetune")
     assert ham.main(["--images", "70", "--image-size", "32", "--epochs", "1", "--out", str(tmp_path)]) == 0
     example_f1 = re.search(r"^macro F1 (\d\.\d{3})", capsys.readouterr().out, re.MULTILINE).group(1)
     assert load_checkpoint(str(tmp_path / "best.h5"))["info"]["preprocess"] == "caffe"

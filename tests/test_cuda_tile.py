@@ -34,6 +34,10 @@ def test_gpu_tile_matmul_and_implicit_conv(gpu_tile):
     rng = np.random.default_rng(0)
     a, b = rng.standard_normal((19, 13), np.float32), rng.standard_normal((13, 21), np.float32)
     assert_close(ops.gemm(a, b, splits=2), reference.matmul(a, b))
+    # past row and column 64: each thread's second group of VM = VN = 4 (gemm.py's row(i), col(j))
+    assert (gemm.VM, gemm.VN, gemm.VM * gemm.TY) == (4, 4, 64)
+    a, b = rng.standard_normal((70, 5), np.float32), rng.standard_normal((5, 67), np.float32)
+    assert_close(ops.gemm(a, b), reference.matmul(a, b))
 
     saved_algorithm, ops.conv_algorithm = ops.conv_algorithm, "implicit"
     try:

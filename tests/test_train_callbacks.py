@@ -1,6 +1,7 @@
 """Callbacks on a stand-in trainer: their rules, step by step, without training anything."""
 
 import io
+import os
 
 import numpy as np
 import pytest
@@ -137,11 +138,22 @@ def test_baselines_split_features_and_scores():
         run_baselines(images, y, 3, names=["svm"])
 
 
-def test_progress_bar_draws_a_tqdm_bar_on_a_terminal():
-    class Terminal(io.StringIO):
-        def isatty(self):
-            return True
-    stream = Terminal()
+class Terminal(io.StringIO):
+    def __init__(self, columns):
+        super().__init__()
+        self.columns = columns
+
+    def isatty(self):
+        return True
+
+
+@pytest.mark.parametrize("columns", [150, 0])
+def test_progress_bar_draws_a_bar_then_the_epoch_on_its_own_line(columns, monkeypatch):
+    """A 150-column terminal gets the bar and then every metric, validation too, on its own line;
+    a pty of width 0 gets the line without a bar."""
+    monkeypatch.setattr(os, "get_terminal_size", lambda fd=None: os.terminal_size((columns, 24)))
+    monkeypatch.setattr(Terminal, "fileno", lambda self: 2, raising=False)
+    stream = Terminal(columns)
     bar = ProgressBar(verbose=1, stream=stream)
     t = FakeTrainer()
     bar.on_train_begin(t)
@@ -149,6 +161,17 @@ def test_progress_bar_draws_a_tqdm_bar_on_a_terminal():
     for b in range(2):
         t.running = {"loss": 0.9 - b / 10, "accuracy": 0.5, "images_per_s": 42.0}
         bar.on_batch_end(t, b, {"loss": 1.0, "size": 5})
-    bar.on_epoch_end(t, 0, {"loss": 0.8, "accuracy": 0.5, "images_per_s": 42.0})
+    if columns:
+        bar.bar.refresh()
+        drawn = stream.getvalue().split("\r")[-1]                  # the bar as last drawn
+        assert "10/10" in drawn and "loss 0.8000, acc 0.500" in drawn and drawn.count("img/s") == 1
+    else:
+        assert bar.bar is None
+    logs = {"loss": 0.8, "accuracy": 0.5, "macro_f1": 0.4, "images_per_s": 42.0, "time_s": 1.5, "val_loss": 0.9,
+            "val_accuracy": 0.625, "val_macro_f1": 0.5, "val_time_s": 0.25}
+    bar.on_epoch_end(t, 0, logs)
     text = stream.getvalue()
-    assert "epoch 1/3" in text and "10/10" in text and "loss 0.8000" in text and "42.0 img/s" in text
+    last = text.replace("\r", "\n").splitlines()[-1]
+    assert last == ("epoch 1/3 - loss 0.8000 - accuracy 0.5000 - macro_f1 0.4000 - 42.0 img/s - 1.5 s - "
+                    "val_loss 0.9000 - val_accuracy 0.6250 - val_macro_f1 0.5000 - val 0.2 s")
+    assert ("/10 [" in text) == (columns > 0)                     # the bar, only where it can be drawn

@@ -159,7 +159,7 @@ def test_ham_example_runs_end_to_end_small(tmp_path, capsys):
     assert ham.main(["--images", "70", "--image-size", "32", "--epochs", "1", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "F1 on the test split" in out and "majority class" in out and "| " not in out
-    for name in ("accuracy.png", "confusion.png", "gradcam_0.png"):
+    for name in ("curves.png", "confusion.png", "confusion_normalised.png", "gradcam_0.png"):
         assert os.path.exists(tmp_path / "figures" / name)
 
 

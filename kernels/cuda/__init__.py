@@ -8,6 +8,8 @@
     loss.py         softmax cross-entropy forward and backward
     launch.py       grid/block choice and allocation: the backend functions, for numpy or cupy arrays
     signatures.py   the argument types each kernel is launched with; ptx.py compiles them
+    resources.py    ptxas on that PTX: registers, spills, shared memory; occupancy.py: blocks per SM
+    sass.py         nvdisasm on the cubin: the hot loop's instruction mix
 
 Set NUMBA_ENABLE_CUDASIM=1 before numba.cuda is first imported to run in the simulator.
 """

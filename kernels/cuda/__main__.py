@@ -1,7 +1,8 @@
 """python -m kernels.cuda --ptx sm_80,sm_90 [--out DIR] [--json]: compile every kernel to PTX.
 
-python -m kernels.cuda --sass sm_80,sm_90: assemble every kernel with ptxas and print its
-registers, spills, shared memory and theoretical occupancy at minicnn's launch configuration.
+python -m kernels.cuda --sass sm_80,sm_90 [--json]: assemble every kernel with ptxas and print its
+registers, spills, shared memory and theoretical occupancy at minicnn's launch configuration,
+and (nvdisasm) its SASS hot loop's instruction mix; --json prints all of it as data.
 """
 
 from __future__ import annotations
@@ -19,16 +20,18 @@ def main(argv=None) -> int:
     parser.add_argument("--ptx", help="comma-separated targets, e.g. sm_80,sm_90")
     parser.add_argument("--sass", help="comma-separated targets: ptxas resources and occupancy")
     parser.add_argument("--out", help="write DIR/<target>/<kernel>.ptx")
-    parser.add_argument("--json", action="store_true", help="print {target: {kernel: ptx}} as JSON")
+    parser.add_argument("--json", action="store_true",
+                        help="print JSON: {target: {kernel: ptx}}, or with --sass the resource records")
     args = parser.parse_args(argv)
     if not args.ptx and not args.sass:
         parser.error("give --ptx and/or --sass (comma-separated targets, e.g. sm_80,sm_90)")
-    if args.sass and args.json:
-        parser.error("--json prints PTX only; run --sass without it")
+    if args.sass and args.ptx and args.json:
+        parser.error("--json prints one result: give --ptx or --sass with it, not both")
     if args.sass:
-        from kernels.cuda.resources import assemble_all, report
+        from kernels.cuda.resources import assemble_all, records, report
         targets = ["sm_{}{}".format(*parse_cc(t.strip())) for t in args.sass.split(",")]
-        print("\n".join(report({t: assemble_all(t) for t in targets})))
+        assembled = {t: assemble_all(t) for t in targets}
+        print(json.dumps(records(assembled), indent=1) if args.json else "\n".join(report(assembled)))
         if not args.ptx:
             return 0
     results = {}

@@ -24,7 +24,7 @@ decoded per slice (two integer divisions).
 
 from __future__ import annotations
 
-from numba import cuda, float32, int64
+from numba import cuda, float32, int32, int64, uint32, uint64
 
 from kernels.cuda.gemm import (
     A_COLS,
@@ -40,13 +40,14 @@ from kernels.cuda.gemm import (
     load_tile_b,
     multiply_tiles,
     store_tile,
+    tiled_kernel,
     zero_accumulators,
 )
-from kernels.cuda.indexing import grid_stride
+from kernels.cuda.indexing import grid_stride, grid_stride_kernel
 
 # ---- im2col / col2im -------------------------------------------------------------------
 
-@cuda.jit
+@grid_stride_kernel
 def im2col(x, cols, kh, kw, sh, sw, pt, pl, oh, ow):
     """cols[(n*OH + i)*OW + j, (p*KW + q)*C + c] = xpad[n, i*sh + p, j*sw + q, c].
 
@@ -76,7 +77,7 @@ def im2col(x, cols, kh, kw, sh, sw, pt, pl, oh, ow):
         cols[row, k] = v
 
 
-@cuda.jit
+@grid_stride_kernel
 def col2im(cols, gx, kh, kw, sh, sw, pt, pl, oh, ow):
     """gx[n, h, w, c] = sum over (p, q) with i = (h + pt - p) / sh, j = (w + pl - q) / sw
     exact and inside the output, of cols[(n*OH + i)*OW + j, (p*KW + q)*C + c].
@@ -150,13 +151,15 @@ def step_output_pixel(pix, s, step, oh, ow):
             pix[s, 0] += 1
 
 
-@cuda.jit
+@tiled_kernel
 def conv2d_forward_implicit(x, w, bias, y, has_bias, relu, kw, sh, sw, pt, pl, oh, ow):
     """y[0, (n*OH + i)*OW + j, o] = act(bias[o] + sum_{p,q,c} xpad[n, i*sh+p, j*sw+q, c] w[(p*KW+q)*C+c, o]).
 
     x (N, H, W, C); w (K, Co); y (1, M, Co). The A tile element (r, kk) is
     im2col(x)[m0 + r, k0 + kk], gathered on the fly; consecutive threads walk along c.
-    Moves about (Co / BN) * |x| * 4 bytes of x (cached re-reads) plus the GEMM's W and Y traffic.
+    Work: 2*M*K*Co FLOPs. DRAM traffic, with the KH*KW re-reads of each x element served by
+    the caches: 4 * (ceil(Co / BN) * |x| + ceil(M / BM) * |w| + |y|) bytes (every column of
+    blocks gathers all of x, every row of blocks reads its BN columns of w).
     """
     _, h, width, c_in = x.shape
     big_m = y.shape[1]
@@ -170,16 +173,16 @@ def conv2d_forward_implicit(x, w, bias, y, has_bias, relu, kw, sh, sw, pt, pl, o
     n0 = cuda.blockIdx.y * BN
     kk = tid % BK
     # the image n and window corner (h0, w0) of the output rows this thread loads
-    img = cuda.local.array(A_LOADS, int64)
-    h0 = cuda.local.array(A_LOADS, int64)
-    w0 = cuda.local.array(A_LOADS, int64)
+    img = cuda.local.array(A_LOADS, int32)
+    h0 = cuda.local.array(A_LOADS, int32)
+    w0 = cuda.local.array(A_LOADS, int32)
     for s in range(A_LOADS):
         m = m0 + tid // BK + s * (THREADS // BK)
         img[s] = m // (oh * ow) if m < big_m else -1
         rest = m - img[s] * oh * ow
         h0[s] = (rest // ow) * sh - pt
         w0[s] = (rest % ow) * sw - pl
-    kpos = cuda.local.array(3, int64)   # (p, q, c) of column k0 + kk
+    kpos = cuda.local.array(3, int32)   # (p, q, c) of column k0 + kk
     decode_kernel_position(kpos, kk, kw, c_in)
     for k0 in range(0, big_k, BK):
         for s in range(A_LOADS):
@@ -187,8 +190,8 @@ def conv2d_forward_implicit(x, w, bias, y, has_bias, relu, kw, sh, sw, pt, pl, o
             wi = w0[s] + kpos[1]
             v = float32(0.0)
             if img[s] >= 0 and k0 + kk < big_k and 0 <= hi < h and 0 <= wi < width:
-                v = x[img[s], hi, wi, kpos[2]]
-            a_tile[kk, tid // BK + s * (THREADS // BK)] = v
+                v = x[uint32(img[s]), uint32(hi), uint32(wi), uint32(kpos[2])]
+            a_tile[uint32(kk), uint32(tid // BK + s * (THREADS // BK))] = v
         load_tile_b(w, 0, b_tile, k0, n0, big_k, y.shape[2], tid)
         cuda.syncthreads()
         multiply_tiles(a_tile, b_tile, acc, tid)
@@ -197,19 +200,20 @@ def conv2d_forward_implicit(x, w, bias, y, has_bias, relu, kw, sh, sw, pt, pl, o
     store_tile(y, 0, acc, m0, n0, bias, has_bias, relu, tid)
 
 
-@cuda.jit
-def conv2d_backward_data_implicit(gy, w, gx, h, width, sh, sw, pt, pl):
-    """gx[0, (n*H + h)*W + w_, c] = sum_{p,q,o} gy[n, (h+pt-p)/sh, (w_+pl-q)/sw, o] w[p, q, c, o],
-    terms only where the divisions are exact and land inside gy.
+@tiled_kernel
+def conv2d_backward_data_implicit(gy, w, gx, kw, h, width, sh, sw, pt, pl, oh, ow):
+    """gx[0, (n*H + h)*W + w_, c] = sum_{p,q,o} gy[(n*OH + i)*OW + j, o] w[p*KW + q, c, o] with
+    i = (h+pt-p)/sh, j = (w_+pl-q)/sw, terms only where the divisions are exact and land inside gy.
 
-    gy (N, OH, OW, Co); w (KH, KW, C, Co); gx (1, N*H*W, C). GEMM with
+    gy (N*OH*OW, Co); w (KH*KW, C, Co); gx (1, N*H*W, C). GEMM with
     K = KH*KW*Co ordered (p, q, o): consecutive threads walk along o of gy and of w.
-    Moves about (C / BN) * |gy| * 4 bytes of gy plus |w| per row tile and |gx| * 4 out.
+    Work: 2*(N*H*W)*(KH*KW*Co)*C FLOPs (zero terms of strides > 1 included). DRAM traffic,
+    re-reads cached: 4 * (ceil(C / BN) * |gy| + ceil(N*H*W / BM) * |w| + |gx|) bytes.
     """
-    _, oh, ow, co = gy.shape
-    kh, kw, c_in, _ = w.shape
+    co = gy.shape[1]
+    khw, c_in, _ = w.shape
     big_m = gx.shape[1]
-    big_k = kh * kw * co
+    big_k = khw * co
     a_tile = cuda.shared.array((BK, A_COLS), float32)
     b_tile = cuda.shared.array((BK, B_COLS), float32)
     acc = cuda.local.array((TM, TN), float32)
@@ -218,37 +222,43 @@ def conv2d_backward_data_implicit(gy, w, gx, h, width, sh, sw, pt, pl):
     m0 = cuda.blockIdx.x * BM
     n0 = cuda.blockIdx.y * BN
     kk = tid % BK
-    # the image n and padded position (h + pt, w + pl) of the rows this thread loads
-    img = cuda.local.array(A_LOADS, int64)
-    hp = cuda.local.array(A_LOADS, int64)
-    wp = cuda.local.array(A_LOADS, int64)
+    # the first gy row of the image, and the padded position (h + pt, w + pl), of the rows this thread loads
+    row0 = cuda.local.array(A_LOADS, int32)
+    hp = cuda.local.array(A_LOADS, int32)
+    wp = cuda.local.array(A_LOADS, int32)
     for s in range(A_LOADS):
         m = m0 + tid // BK + s * (THREADS // BK)
-        img[s] = m // (h * width) if m < big_m else -1
-        rest = m - img[s] * h * width
+        img = m // (h * width)
+        rest = m - img * h * width
+        row0[s] = img * oh * ow if m < big_m else -1
         hp[s] = rest // width + pt
         wp[s] = rest % width + pl
-    kpos = cuda.local.array(3, int64)   # (p, q, o) of column k0 + kk
+    kpos = cuda.local.array(3, int32)   # (p, q, o) of column k0 + kk
     decode_kernel_position(kpos, kk, kw, co)
+    # the tile position (kk, col0 + s * THREADS // BK) of load s, unsigned: one register, immediate offsets
+    row = uint64(kk)
+    col0 = uint64(tid // BK)
     for k0 in range(0, big_k, BK):
         inside_k = k0 + kk < big_k
         for s in range(A_LOADS):
-            ti = hp[s] - kpos[0]
-            tj = wp[s] - kpos[1]
-            i = ti if sh == 1 else ti // sh
-            j = tj if sw == 1 else tj // sw
+            ti = int32(hp[s] - kpos[0])
+            tj = int32(wp[s] - kpos[1])
             v = float32(0.0)
-            if (img[s] >= 0 and inside_k and ti >= 0 and tj >= 0 and i * sh == ti and j * sw == tj
-                    and i < oh and j < ow):
-                v = gy[img[s], i, j, kpos[2]]
-            a_tile[kk, tid // BK + s * (THREADS // BK)] = v
-        # b_tile[kk, cc] = W'[k0 + kk, n0 + cc] = w[p, q, n0 + cc, o]
+            if row0[s] >= 0 and inside_k and ti >= 0 and tj >= 0:
+                # unsigned 32-bit division: far shorter than int64's, and ti, tj >= 0 here
+                i = uint32(ti) // uint32(sh)
+                j = uint32(tj) // uint32(sw)
+                if (i * uint32(sh) == uint32(ti) and j * uint32(sw) == uint32(tj)
+                        and i < uint32(oh) and j < uint32(ow)):
+                    v = gy[uint32(row0[s]) + i * uint32(ow) + j, uint32(kpos[2])]
+            a_tile[row, col0 + uint64(s * (THREADS // BK))] = v
+        # b_tile[kk, cc] = W'[k0 + kk, n0 + cc] = w[p*KW + q, n0 + cc, o]
         for s in range(B_LOADS):
-            cc = tid // BK + s * (THREADS // BK)
+            cc = col0 + uint64(s * (THREADS // BK))
             v = float32(0.0)
-            if inside_k and n0 + cc < c_in:
-                v = w[kpos[0], kpos[1], n0 + cc, kpos[2]]
-            b_tile[kk, cc] = v
+            if inside_k and n0 + int64(cc) < c_in:
+                v = w[uint32(kpos[0] * kw + kpos[1]), uint64(n0) + cc, uint32(kpos[2])]
+            b_tile[row, cc] = v
         cuda.syncthreads()
         multiply_tiles(a_tile, b_tile, acc, tid)
         cuda.syncthreads()
@@ -256,7 +266,7 @@ def conv2d_backward_data_implicit(gy, w, gx, h, width, sh, sw, pt, pl):
     store_tile(gx, 0, acc, m0, n0, gx[0, 0], False, False, tid)  # no bias
 
 
-@cuda.jit
+@tiled_kernel
 def conv2d_backward_weights_implicit(x, gy, gw, kw, sh, sw, pt, pl, ow, m_split):
     """gw[z, (p*KW + q)*C + c, o] = sum_{m in split z} im2col(x)[m, (p, q, c)] gy[m, o].
 
@@ -265,7 +275,9 @@ def conv2d_backward_weights_implicit(x, gy, gw, kw, sh, sw, pt, pl, ow, m_split)
     are kernel positions (p, q, c), decoded once per thread, and consecutive
     threads walk along c; its columns are output pixels m = (n, i, j), stepped
     per slice. Launch: grid (ceil(K / BM), ceil(Co / BN), splits).
-    Moves about (K / BM) * |x| * 4 + (K / BM) * |gy| * 4 bytes in, splits * |gw| * 4 out.
+    Work: 2*K*M*Co FLOPs. DRAM traffic, re-reads cached: 4 * (ceil(Co / BN) * |x| +
+    ceil(K / BM) * |gy| + splits * |gw|) bytes (each column of blocks gathers all of x over its
+    M ranges, each row of blocks reads its BN columns of gy), then column_sum adds the splits.
     """
     _, h, width, c_in = x.shape
     big_m = gy.shape[0]
@@ -281,32 +293,30 @@ def conv2d_backward_weights_implicit(x, gy, gw, kw, sh, sw, pt, pl, ow, m_split)
     z = cuda.blockIdx.z
     k_begin = z * m_split
     k_end = min(big_m, k_begin + m_split)
-    # per load s: the kernel position (p - pt, q - pl, c) of its row, and the pixel (n, i, j) of its column
-    dh = cuda.local.array(A_LOADS, int64)
-    dw = cuda.local.array(A_LOADS, int64)
-    ch = cuda.local.array(A_LOADS, int64)
-    pix = cuda.local.array((A_LOADS, 3), int64)
+    # THREADS is a multiple of BM, so all loads of a thread fill the same tile row r = tid % BM:
+    # one kernel position (p - pt, q - pl, c) per thread; load s is tile column kk = tid // BM + s*(THREADS // BM),
+    # whose output pixel (n, i, j) is stepped per slice
+    row = m0 + tid % BM
+    pq = row // c_in
+    ch = row - pq * c_in if row < rows else -1
+    dh = pq // kw - pt
+    dw = pq % kw - pl
+    pix = cuda.local.array((A_LOADS, 3), int32)
     for s in range(A_LOADS):
-        e = tid + s * THREADS
-        row = m0 + e % BM
-        pq = row // c_in
-        ch[s] = row - pq * c_in if row < rows else -1
-        dh[s] = pq // kw - pt
-        dw[s] = pq % kw - pl
-        m = k_begin + e // BM
+        m = k_begin + tid // BM + s * (THREADS // BM)
         pix[s, 0] = m // (oh * ow)
         rest = m - pix[s, 0] * oh * ow
         pix[s, 1] = rest // ow
         pix[s, 2] = rest - pix[s, 1] * ow
     for k0 in range(k_begin, k_end, BK):
         for s in range(A_LOADS):
-            e = tid + s * THREADS
-            hi = pix[s, 1] * sh + dh[s]
-            wi = pix[s, 2] * sw + dw[s]
+            kk = tid // BM + s * (THREADS // BM)
+            hi = pix[s, 1] * sh + dh
+            wi = pix[s, 2] * sw + dw
             v = float32(0.0)
-            if ch[s] >= 0 and k0 + e // BM < k_end and 0 <= hi < h and 0 <= wi < width:
-                v = x[pix[s, 0], hi, wi, ch[s]]
-            a_tile[e // BM, e % BM] = v
+            if ch >= 0 and k0 + kk < k_end and 0 <= hi < h and 0 <= wi < width:
+                v = x[uint32(pix[s, 0]), uint32(hi), uint32(wi), uint32(ch)]
+            a_tile[uint32(kk), uint32(tid % BM)] = v
             step_output_pixel(pix, s, BK, oh, ow)
         load_tile_b(gy, 0, b_tile, k0, n0, k_end, gw.shape[2], tid)
         cuda.syncthreads()

@@ -11,10 +11,10 @@ from __future__ import annotations
 from numba import cuda, float32, uint64
 
 from kernels import updates
-from kernels.cuda.indexing import grid_stride
+from kernels.cuda.indexing import grid_stride, grid_stride_kernel
 
 
-@cuda.jit
+@grid_stride_kernel
 def relu(x, y):
     """y[e] = max(x[e], 0)."""
     start, step = grid_stride()
@@ -23,7 +23,7 @@ def relu(x, y):
         y[e] = v if v > 0 else float32(0.0)
 
 
-@cuda.jit
+@grid_stride_kernel
 def relu_backward(gy, y, gx):
     """gx[e] = gy[e] if y[e] > 0 else 0."""
     start, step = grid_stride()
@@ -31,7 +31,7 @@ def relu_backward(gy, y, gx):
         gx[e] = gy[e] if y[e] > 0 else float32(0.0)
 
 
-@cuda.jit
+@grid_stride_kernel
 def bias_relu(y, bias, has_bias, relu):
     """In place on y (M, C): y[m, c] = act(y[m, c] + bias[c]); after an un-fused GEMM."""
     c_size = y.shape[1]
@@ -59,7 +59,7 @@ def splitmix64(seed, counter):
     return z ^ (z >> uint64(31))
 
 
-@cuda.jit
+@grid_stride_kernel
 def dropout_mask(seed, offset, rate, scale, mask):
     """mask[e] = scale if top24(splitmix64(seed, offset + e)) / 2**24 >= rate else 0.
 
@@ -76,7 +76,7 @@ _sgd_element = cuda.jit(device=True)(updates.sgd_element)
 _adam_element = cuda.jit(device=True)(updates.adam_element)
 
 
-@cuda.jit
+@grid_stride_kernel
 def sgd_update(p, g, v, lr, momentum, nesterov, weight_decay):
     """Keras SGD in place on every element (kernels/updates.py), a grid-stride loop."""
     start, step = grid_stride()
@@ -84,7 +84,7 @@ def sgd_update(p, g, v, lr, momentum, nesterov, weight_decay):
         _sgd_element(p, g, v, e, lr, momentum, nesterov, weight_decay)
 
 
-@cuda.jit
+@grid_stride_kernel
 def adam_update(p, g, m, v, alpha, beta1, beta2, eps):
     """Adam in place on every element (kernels/updates.py); alpha = lr sqrt(1 - b2^t) / (1 - b1^t)
     computed on the host once per step."""

@@ -1,8 +1,26 @@
-"""Index helpers shared by the CUDA kernels (compiled as device functions)."""
+"""Index helpers shared by the CUDA kernels (compiled as device functions), and the
+decorator of the grid-stride kernels."""
 
 from __future__ import annotations
 
 from numba import cuda
+from numba.cuda.core.config import ENABLE_CUDASIM
+
+GPU_FLAT_THREADS = 256      # block size of the grid-stride launches (launch.py's launch_flat) on a GPU
+FLAT_MIN_BLOCKS_PER_SM = 4  # their launch bound: see grid_stride_kernel
+
+
+def grid_stride_kernel(fn):
+    """``cuda.jit`` for the memory-bound kernels, with launch bounds (256, 4) on a GPU.
+
+    ptxas then keeps a thread within 65536 / (4 * 256) = 64 registers, so at least
+    4 blocks (32 warps: half of an sm_80 / sm_90 SM, two thirds of an sm_86 / sm_89
+    one) are resident to hide memory latency. The simulator's ``cuda.jit`` takes no
+    launch bounds.
+    """
+    if ENABLE_CUDASIM:
+        return cuda.jit(fn)
+    return cuda.jit(launch_bounds=(GPU_FLAT_THREADS, FLAT_MIN_BLOCKS_PER_SM))(fn)
 
 
 @cuda.jit(device=True)

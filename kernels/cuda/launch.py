@@ -18,9 +18,11 @@ import numpy as np
 from kernels.cuda import conv, elementwise, gemm, reduce
 from kernels.cuda import loss as loss_kernels
 from kernels.cuda import pool as pool_kernels
+from kernels.cuda.indexing import GPU_FLAT_THREADS
 
 CONV_ALGORITHMS = ("auto", "implicit", "im2col")
 IM2COL_WORKSPACE_LIMIT = 1 << 30   # bytes; bigger im2col matrices are never tried
+SIM_FLAT_THREADS = 32              # block size of launch_flat in the simulator (each thread is a Python thread)
 
 
 def _out_size(size, k, s, before, after):
@@ -62,7 +64,7 @@ class CudaOps:
         self.conv_algorithm = "im2col" if gemm_library == "cublas" else conv_algorithm
         self.sm_count = sm_count
         # elementwise launches: a few blocks per SM on a GPU, tiny grids in the simulator
-        self.threads = 32 if simulator else 256
+        self.threads = SIM_FLAT_THREADS if simulator else GPU_FLAT_THREADS
         self.max_blocks = 2 if simulator else 32 * sm_count
         # split-K: aim for two blocks per SM, each split at least this many K steps
         self.min_k_per_split = 8 if simulator else 512
@@ -95,11 +97,15 @@ class CudaOps:
         return self.contiguous(bias, dtype), True
 
     def _splits(self, tiles, k):
-        """How many slices of K (and the slice length) give about two blocks per SM."""
+        """How many slices of K (and the slice length) give about two blocks per SM.
+
+        Rounded down: tiles * splits stays within the 2 * SMs resident blocks, so all run in
+        one wave (rounding up left a second wave of a few blocks, the GPU idle but for them).
+        """
         target = 2 * self.sm_count
         splits = 1
         if 0 < tiles < target:
-            splits = min(_ceil_div(target, tiles), max(1, k // self.min_k_per_split))
+            splits = min(max(1, target // tiles), max(1, k // self.min_k_per_split))
         k_split = _ceil_div(_ceil_div(k, splits), gemm.BK) * gemm.BK
         return _ceil_div(k, k_split) if k else 1, max(k_split, gemm.BK)
 
@@ -281,8 +287,9 @@ class CudaOps:
 
             def implicit():
                 grid = (_ceil_div(n * h * wd, gemm.BM), _ceil_div(c, gemm.BN))
-                self.launch(conv.conv2d_backward_data_implicit, grid, gemm.THREADS, gy, w,
-                            gx.reshape(1, n * h * wd, c), h, wd, sh, sw, pt, pl)
+                self.launch(conv.conv2d_backward_data_implicit, grid, gemm.THREADS, gy2,
+                            w.reshape(kh * kw, c, co), gx.reshape(1, n * h * wd, c), kw, h, wd, sh, sw, pt, pl,
+                            oh, ow)
 
             def im2col():
                 gcols = self.gemm(gy2, w.reshape(k, co).T)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import math
 
-from numba import cuda, float32
+from numba import float32
 
-from kernels.cuda.indexing import grid_stride
+from kernels.cuda.indexing import grid_stride, grid_stride_kernel
 
 
-@cuda.jit
+@grid_stride_kernel
 def softmax_cross_entropy(logits, labels, weights, has_weights, loss, probs):
     """probs[r] = softmax(logits[r]); loss[r] = -log probs[r, labels[r]] * weights[labels[r]].
 
@@ -37,7 +37,7 @@ def softmax_cross_entropy(logits, labels, weights, has_weights, loss, probs):
         loss[r] = value
 
 
-@cuda.jit
+@grid_stride_kernel
 def softmax_cross_entropy_backward(probs, labels, weights, has_weights, scale, grad):
     """grad[r, k] = (probs[r, k] - 1[k == labels[r]]) * weights[labels[r]] * scale.
 

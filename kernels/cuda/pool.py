@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import math
 
-from numba import cuda, float32, int32
+from numba import float32, int32, uint32
 
-from kernels.cuda.indexing import grid_stride, unravel_nhwc
+from kernels.cuda.indexing import grid_stride, grid_stride_kernel, unravel_nhwc
 
 
-@cuda.jit
+@grid_stride_kernel
 def max_pool_forward(x, y, argmax, ph, pw, sh, sw, pt, pl):
     """y[n,i,j,c] = max of x over the window at (i*sh - pt, j*sw - pl), padding excluded;
     argmax[n,i,j,c] = h*W + w of the first winner in row-major window order.
@@ -39,7 +39,7 @@ def max_pool_forward(x, y, argmax, ph, pw, sh, sw, pt, pl):
         argmax[n, i, j, ci] = best_at
 
 
-@cuda.jit
+@grid_stride_kernel
 def max_pool_backward(gy, argmax, gx, ph, pw, sh, sw, pt, pl):
     """gx[n,h,w,c] = sum of gy[n,i,j,c] over the windows (i, j) whose argmax is h*W + w.
 
@@ -62,6 +62,8 @@ def max_pool_backward(gy, argmax, gx, ph, pw, sh, sw, pt, pl):
         acc = float32(0.0)
         for i in range(i_lo, i_hi + 1):
             for j in range(j_lo, j_hi + 1):
-                if argmax[n, i, j, ci] == here:
-                    acc += gy[n, i, j, ci]
+                # unsigned indices: all are in range here, and Numba adds no negative-index wraparound
+                at = (uint32(n), uint32(i), uint32(j), uint32(ci))
+                if argmax[at] == here:
+                    acc += gy[at]
         gx[n, hi, wi, ci] = acc

@@ -37,7 +37,9 @@ def _compile_here(cc: tuple[int, int]) -> dict[str, str]:
 
     out = {}
     for name, (kernel, signature) in KERNELS.items():
-        ptx, _ = cuda.compile_ptx(kernel.py_func, signature, cc=cc)
+        # the launch bounds a kernel was declared with (gemm.tiled_kernel) go into its PTX
+        bounds = kernel.targetoptions.get("launch_bounds")
+        ptx, _ = cuda.compile_ptx(kernel.py_func, signature, cc=cc, launch_bounds=bounds)
         out[name] = ptx
     return out
 

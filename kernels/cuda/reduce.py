@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from numba import cuda, float32
 
+from kernels.cuda.indexing import grid_stride_kernel
+
 ROWS_PER_BLOCK = 8   # threadIdx.y
 COLS_PER_BLOCK = 32  # threadIdx.x: one warp reads 32 neighbouring columns (coalesced)
 
 
-@cuda.jit
+@grid_stride_kernel   # not a grid-stride loop, but memory-bound with 256 threads alike
 def column_sum(a, out):
     """out[z, c] = sum of a[r, c] over the rows r = z*RB + ty, stepping by gridDim.y * RB.
 

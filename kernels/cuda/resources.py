@@ -4,10 +4,13 @@
 spill stores and loads (bytes of local memory traffic a thread pays when the
 registers run out), the stack frame and the static shared memory. With the
 block size the launchers use (``launch_configs``) that gives the theoretical
-occupancy (occupancy.py).
+occupancy (occupancy.py). ``nvdisasm`` then gives the cubin's SASS, whose hot
+loop sass.py counts.
 
 The ptxas must be at least as new as the NVVM that numba-cuda uses (the PTX is
-ISA 9.5 from NVVM 13.5): the one in the ``nvidia-cuda-nvcc`` 13.x wheel.
+ISA 9.5 from NVVM 13.5): the one in the ``nvidia-cuda-nvcc`` 13.x wheel, and
+nvdisasm the one in ``nvidia-cuda-nvdisasm`` (both pinned in the ``test`` extra
+with ``nvidia-nvvm``, so the three agree).
 """
 
 from __future__ import annotations
@@ -16,9 +19,10 @@ import os
 import re
 import subprocess
 import tempfile
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from glob import glob
 
+from kernels.cuda import sass
 from kernels.cuda.occupancy import Occupancy, launch_problems, occupancy
 from kernels.cuda.ptx import compile_all, parse_cc
 
@@ -32,6 +36,8 @@ class Resources:
     spill_loads: int    # bytes per thread
     stack: int          # bytes per thread
     shared: int         # static shared memory, bytes per block
+    # {instruction class: count} of the SASS hot loop (sass.hot_loop_mix); None if not disassembled
+    hot_loop: dict | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -64,18 +70,27 @@ def launch_configs() -> dict[str, Launch]:
     return configs
 
 
-def find_ptxas() -> str:
-    """The ptxas of the nvidia-cuda-nvcc 13.x wheel (never an older system one)."""
+_WHEELS = {"ptxas": "nvidia-cuda-nvcc", "nvdisasm": "nvidia-cuda-nvdisasm"}
+
+
+def find_tool(name: str) -> str:
+    """``ptxas`` or ``nvdisasm`` of the CUDA 13 pip wheels (nvidia/cu13/bin), never an older
+    system one: an older ptxas refuses the ISA 9.5 PTX."""
     try:
         import nvidia
     except ImportError:
         nvidia = None
     for root in getattr(nvidia, "__path__", []):
-        for path in sorted(glob(os.path.join(root, "cu13", "bin", "ptxas"))):
-            if os.access(path, os.X_OK):
-                return path
-    raise RuntimeError("ptxas for CUDA 13 not found: pip install 'nvidia-cuda-nvcc==13.5.*' "
-                       "(the PTX is ISA 9.5; an older /usr/local/cuda ptxas refuses it)")
+        for found in sorted(glob(os.path.join(root, "cu13", "bin", name))):
+            if os.access(found, os.X_OK):
+                return found
+    raise RuntimeError(f"{name} for CUDA 13 not found: pip install '{_WHEELS[name]}==13.5.*' "
+                       f"(in the 'test' extra: pip install -e '.[test]'); the PTX is ISA 9.5 from NVVM 13.5")
+
+
+def find_ptxas() -> str:
+    """The ptxas of the nvidia-cuda-nvcc 13.x wheel."""
+    return find_tool("ptxas")
 
 
 _FIGURES = {
@@ -92,16 +107,17 @@ def parse_ptxas(report: str) -> Resources:
     if len(re.findall(r"Compiling entry function", report)) != 1:
         raise ValueError(f"ptxas report: expected one entry function, got:\n{report[-2000:]}")
     values = {}
-    for field, pattern in _FIGURES.items():
+    for figure, pattern in _FIGURES.items():
         found = re.search(pattern, report)
-        values[field] = int(found.group(1)) if found else 0   # ptxas omits smem when there is none
-        if found is None and field == "registers":
+        values[figure] = int(found.group(1)) if found else 0   # ptxas omits smem when there is none
+        if found is None and figure == "registers":
             raise ValueError(f"ptxas report has no register count:\n{report[-2000:]}")
     return Resources(**values)
 
 
-def assemble(ptx: str, target: str, ptxas: str | None = None) -> Resources:
-    """Assemble one kernel's PTX for ``target`` (e.g. "sm_80") and return its resources."""
+def assemble(ptx: str, target: str, ptxas: str | None = None, nvdisasm: str | None = None) -> Resources:
+    """Assemble one kernel's PTX for ``target`` (e.g. "sm_80") and return its resources; with
+    ``nvdisasm`` (a path) also the instruction mix of its SASS hot loop."""
     major, minor = parse_cc(target)
     with tempfile.TemporaryDirectory() as tmp:
         source, cubin = os.path.join(tmp, "kernel.ptx"), os.path.join(tmp, "kernel.cubin")
@@ -109,15 +125,21 @@ def assemble(ptx: str, target: str, ptxas: str | None = None) -> Resources:
             f.write(ptx)
         done = subprocess.run([ptxas or find_ptxas(), f"-arch=sm_{major}{minor}", "-v", source, "-o", cubin],
                               capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise RuntimeError(f"ptxas -arch=sm_{major}{minor} failed:\n{done.stderr[-3000:]}")
-    return parse_ptxas(done.stdout + done.stderr)
+        if done.returncode != 0:
+            raise RuntimeError(f"ptxas -arch=sm_{major}{minor} failed:\n{done.stderr[-3000:]}")
+        res = parse_ptxas(done.stdout + done.stderr)
+        if nvdisasm is None:
+            return res
+        mix = sass.hot_loop_mix(sass.disassemble(cubin, nvdisasm))
+    return Resources(res.registers, res.spill_stores, res.spill_loads, res.stack, res.shared, mix)
 
 
-def assemble_all(target: str) -> dict[str, Resources]:
-    """{kernel name: Resources} for every kernel, compiled to PTX and assembled for ``target``."""
-    ptxas = find_ptxas()   # before the slow PTX compilation: fail fast when it is missing
-    return {name: assemble(text, target, ptxas) for name, text in compile_all(target).items()}
+def assemble_all(target: str, with_sass: bool = True) -> dict[str, Resources]:
+    """{kernel name: Resources} for every kernel, compiled to PTX and assembled for ``target``;
+    ``with_sass`` also disassembles each one for its hot loop (needs nvdisasm)."""
+    ptxas = find_ptxas()   # before the slow PTX compilation: fail fast when a tool is missing
+    nvdisasm = find_tool("nvdisasm") if with_sass else None
+    return {name: assemble(text, target, ptxas, nvdisasm) for name, text in compile_all(target).items()}
 
 
 def kernel_occupancy(target: str, res: Resources, launch: Launch) -> Occupancy:
@@ -127,10 +149,12 @@ def kernel_occupancy(target: str, res: Resources, launch: Launch) -> Occupancy:
 
 def report(results: dict[str, dict[str, Resources]]) -> list[str]:
     """The table ``python -m kernels.cuda --sass`` prints, one line per kernel and target,
-    from {target: assemble_all(target)}."""
+    from {target: assemble_all(target)}. The last column is the SASS hot loop's
+    FFMA / shared loads (how many vectorised) / global loads / other instructions."""
     configs = launch_configs()
     header = (f"{'target':6s}  {'kernel':34s} {'threads':>7s} {'regs':>4s} {'spill st/ld':>11s} "
-              f"{'smem':>6s} {'stack':>5s} {'blocks':>6s} {'warps':>5s} {'occ':>5s}  limited by")
+              f"{'smem':>6s} {'stack':>5s} {'blocks':>6s} {'warps':>5s} {'occ':>5s}  {'limited by':13s} "
+              "hot loop: FFMA / LDS / LDG / other")
     lines = [header]
     for target, kernels in results.items():
         for name, res in kernels.items():
@@ -143,5 +167,19 @@ def report(results: dict[str, dict[str, Resources]]) -> list[str]:
                 lines.append(f"{head}  cannot launch: {'; '.join(problems)}")
                 continue
             occ = kernel_occupancy(target, res, launch)
-            lines.append(f"{head} {occ.blocks:6d} {occ.warps:5d} {occ.fraction:5.0%}  {occ.limited_by}")
+            mix = "-" if res.hot_loop is None else sass.summary(res.hot_loop)
+            lines.append(f"{head} {occ.blocks:6d} {occ.warps:5d} {occ.fraction:5.0%}  {occ.limited_by:13s} {mix}")
     return lines
+
+
+def records(results: dict[str, dict[str, Resources]]) -> dict:
+    """{target: {kernel: {"resources", "launch", "occupancy"}}} as plain data (``--sass --json``,
+    benchmarks/results/sass.json, read by benchmarks/gpu_model.py)."""
+    configs = launch_configs()
+    out: dict = {}
+    for target, kernels in results.items():
+        for name, res in kernels.items():
+            occ = kernel_occupancy(target, res, configs[name])
+            out.setdefault(target, {})[name] = {"resources": asdict(res), "launch": asdict(configs[name]),
+                                                "occupancy": asdict(occ)}
+    return out

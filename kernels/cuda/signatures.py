@@ -23,7 +23,7 @@ KERNELS = {
     "col2im": (conv.col2im, (F2, F4) + (I,) * 8),
     "conv2d_forward_implicit": (conv.conv2d_forward_implicit,
                                 (F4, F2, F1, F3, boolean, boolean) + (I,) * 7),
-    "conv2d_backward_data_implicit": (conv.conv2d_backward_data_implicit, (F4, F4, F3) + (I,) * 6),
+    "conv2d_backward_data_implicit": (conv.conv2d_backward_data_implicit, (F2, F3, F3) + (I,) * 9),
     "conv2d_backward_weights_implicit": (conv.conv2d_backward_weights_implicit, (F4, F2, F3) + (I,) * 7),
     "max_pool_forward": (pool.max_pool_forward, (F4, F4, I4) + (I,) * 6),
     "max_pool_backward": (pool.max_pool_backward, (F4, I4, F4) + (I,) * 6),

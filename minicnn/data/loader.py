@@ -59,6 +59,7 @@ class DataLoader:
         self.drop_last, self.prefetch, self.strict, self.progress = drop_last, prefetch, strict, progress
         self.return_index = return_index
         self.preprocess = _preprocess_fn(preprocess)
+        self.preprocess_mode = preprocess if isinstance(preprocess, str) else None   # recorded in checkpoints
         self.base, self.base_indices = base_of(dataset)
         self.cache = DiskCache.open(cache_dir, self.base) if cache_dir is not None else None
         if report_path is None and cache_dir is not None:

@@ -16,7 +16,7 @@ def add_thesis_arguments(p: argparse.ArgumentParser) -> None:
                                      "$MINICNN_WEIGHTS or ~/.keras/models; none: random start, noted)")
     p.add_argument("--ham-weights", help="X-ray 'HAM10000 weights' column: a checkpoint of the HAM10000 'all' "
                                          "model (default: OUT/ham10000/models/all_seed0.h5)")
-    p.add_argument("--out", default="runs/thesis", help="output folder (default: runs/thesis)")
+    p.add_argument("--out", default="runs/thesis", help="output folder")
     p.add_argument("--image-size", type=int, help="pixels per side (default 224; 32 with --quick)")
     p.add_argument("--seeds", type=int, help="runs per configuration (default 3; 1 with --quick)")
     p.add_argument("--epochs", type=int, help="maximum epochs (default 50; 2 with --quick)")
@@ -84,7 +84,9 @@ def run_thesis_command(args: argparse.Namespace) -> int:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="experiment", metavar="EXPERIMENT", required=True)
+    from minicnn.helpformat import DefaultsFormatter
     thesis = sub.add_parser("thesis", help="re-run the thesis' Table 7.1 (HAM10000) or 7.2 (X-ray)",
+                            formatter_class=DefaultsFormatter,
                             description="Re-run every configuration of the thesis' Table 7.1 (HAM10000) or "
                                         "Table 7.2 (X-ray) and write markdown/CSV tables beside the published "
                                         "numbers, plus figures. Re-running resumes an unfinished table.")

@@ -157,7 +157,7 @@ def write_figures(cfg, parts, runs: dict) -> list[str]:
                                                     os.path.join(out_dir, f"confusion_{column}.png"),
                                                     f"{column} (seed 0, test split)"))
     test = parts[2]
-    raw = next(iter(loader(cfg, test, False, 0, False, raw=True)))[0][:3]
+    raw, true = (a[:3] for a in next(iter(loader(cfg, test, False, 0, False, raw=True))))
     scaled = next(iter(loader(cfg, test, False, 0, False)))[0][:3]
     models = {name: _model_from(cfg, column, len(class_names))
               for column, name in ((pretrained, label), ("random", "random weights"))}
@@ -173,7 +173,7 @@ def write_figures(cfg, parts, runs: dict) -> list[str]:
             cam, c, probs = gradcam(explain, scaled[k], layer)
             written.append(figures.gradcam_overlay(
                 raw[k], cam, os.path.join(out_dir, f"gradcam_{k}.png"),
-                f"Grad-CAM {layer}: predicted {class_names[c]} ({probs[c]:.2f})"))
+                figures.gradcam_title(layer, class_names[c], float(probs[c]), class_names[int(true[k])])))
     return written
 
 

@@ -148,13 +148,14 @@ def splits(cfg: ThesisConfig, ds):
 # ---- weights --------------------------------------------------------------------------------
 
 def pretrained_weights(cfg: ThesisConfig) -> str | None:
-    """The Keras VGG16 file to start "pretrained" columns from, or None (with a note) when there is none."""
+    """The Keras VGG16 file the fine-tuning columns start from, or None (with a note) when there is none."""
     if cfg.weights is not None and not os.path.exists(cfg.weights):
         raise FileNotFoundError(f"weights file not found: {cfg.weights}")
     if cfg.model != "vgg16":
         if cfg.weights is not None:
             raise ValueError(f"--weights is for vgg16; model {cfg.model!r} has no pretrained weights")
-        note = f"model {cfg.model!r}: no pretrained weights exist, 'pretrained' columns start from random weights"
+        note = (f"model {cfg.model!r}: no pretrained weights exist, so the columns that fine-tune pretrained "
+                "weights start from random weights")
         if note not in cfg.notes:
             cfg.notes.append(note)
         return None
@@ -165,7 +166,7 @@ def pretrained_weights(cfg: ThesisConfig) -> str | None:
     try:
         return str(imagenet_weights_path(False))
     except WeightsError as err:
-        note = f"no ImageNet weights, 'pretrained' columns started from random weights ({err})"
+        note = f"no ImageNet weights, so the columns that fine-tune them started from random weights ({err})"
         if note not in cfg.notes:
             cfg.notes.append(note)
         return None
@@ -226,6 +227,22 @@ def run_baselines_column(cfg: ThesisConfig, parts, column: str, seed: int, pixel
     return {"summary": M.summary(y_test, pred, len(parts[0].class_names)), "seconds": time.perf_counter() - start}
 
 
+def split_path(cfg: ThesisConfig) -> str:
+    """The split every column uses, as a CSV (minicnn.data.save_split)."""
+    return os.path.join(cfg.folder, "split.csv")
+
+
+def checkpoint_info(cfg: ThesisConfig, parts, column: str) -> dict:
+    """What a column's checkpoints say about themselves (minicnn.train.info), so that
+    ``minicnn evaluate OUT/<dataset>/models/<column>_seed0.h5`` needs no flags."""
+    from minicnn.data.base import base_of
+    from minicnn.train.info import run_info
+
+    train, _, test = parts
+    return run_info(cfg.dataset, base_of(train)[0].root, train.class_names, cfg.image_size, cfg.preprocess, cfg.model,
+                    test, column=column, split_file=os.path.abspath(split_path(cfg)), split_by=cfg.split_by)
+
+
 def run_cnn_column(cfg: ThesisConfig, parts, column: str, seed: int) -> dict | None:
     """Train one CNN column with one seed; None when its starting weights are unavailable."""
     import minicnn
@@ -255,15 +272,16 @@ def run_cnn_column(cfg: ThesisConfig, parts, column: str, seed: int) -> dict | N
     ckpt = run_path(cfg, column, seed, ".ckpt.h5")
     stop = EarlyStopping("val_accuracy", patience=cfg.patience, restore_best_weights=True,
                          start_from_epoch=plan.unfreeze_at_epoch or 0)
+    info = checkpoint_info(cfg, parts, column)
     start = time.perf_counter()
     history = fit(model, loader(cfg, train, True, seed, bool(cfg.augment)), loader(cfg, val, False, 0, False),
                   opt, epochs=cfg.epochs, callbacks=[stop, *plan.callbacks()], checkpoint=ckpt, verbose=cfg.verbose,
-                  resume=ckpt if dist.main_decides(os.path.exists(ckpt)) else None)
+                  resume=ckpt if dist.main_decides(os.path.exists(ckpt)) else None, checkpoint_info=info)
     seconds = time.perf_counter() - start
     result = evaluate(model, loader(cfg, test, False, 0, False))
     if seed == 0 and dist.is_main():
         os.makedirs(os.path.join(cfg.folder, "models"), exist_ok=True)
-        save_checkpoint(os.path.join(cfg.folder, "models", f"{column}_seed0.h5"), model)
+        save_checkpoint(os.path.join(cfg.folder, "models", f"{column}_seed0.h5"), model, info=info)
     return {"summary": M.summary(result["y_true"], result["y_pred"], classes), "history": history.history,
             "best_epoch": stop.best_epoch + 1, "epochs_run": len(history.history.get("loss", [])),
             "stop_reason": history.stop_reason, "seconds": seconds, "pretrained": weights or source == "ham10000",
@@ -310,6 +328,8 @@ def _run_table(cfg: ThesisConfig, log, parallel: str) -> dict | None:
     ds = open_dataset(cfg)
     parts = splits(cfg, ds)
     os.makedirs(cfg.folder, exist_ok=True)
+    from minicnn.data import save_split
+    save_split(split_path(cfg), parts)
     n_seeds = max(1, cfg.seeds)
     runs = [(column, seed) for column in cfg.table_columns()
             for seed in ([0] if column == "majority" else range(n_seeds))]

@@ -20,7 +20,8 @@ uses ``json.loads`` only; nothing is pickled.
 The file is built in memory, written to a temporary file in the same directory,
 fsynced, then ``os.replace``d over the target: a crash leaves the old checkpoint or
 the new one, never a broken one. A SHA-256 trailer after the HDF5 bytes
-(minicnn.io.integrity) is checked before a checkpoint is read.
+(minicnn.io.integrity) is checked before a checkpoint is read. The file gets the
+permissions of any new file (0666 less the umask), not the temporary file's 0600.
 """
 
 from __future__ import annotations
@@ -162,8 +163,12 @@ def _test_hook_slow_write() -> None:
 # ---- checkpoints ------------------------------------------------------------------------
 
 def model_config(model) -> dict | None:
+    """``model.get_config()``, or None for a model that cannot describe itself (weights only)."""
     get_config = getattr(model, "get_config", None)
-    return get_config() if callable(get_config) else None
+    try:
+        return get_config() if callable(get_config) else None
+    except (TypeError, ValueError):      # e.g. a custom layer that does not keep its arguments
+        return None
 
 
 def save_checkpoint(path: str | os.PathLike, model, optimizer=None, **state) -> None:

@@ -106,9 +106,17 @@ def _sync_folder(folder: str) -> None:
             os.close(fd)
 
 
+def new_file_mode() -> int:
+    """0666 less the process umask: the mode open() gives a new file."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def atomic_write(path: str | os.PathLike, fill, before_rename=None, point: str = "write") -> None:
     """Call ``fill(tmp_path)`` to write a temporary file next to ``path``, fsync it, then rename it
-    over ``path``: a reader sees the old file or the new one, never a torn one.
+    over ``path``: a reader sees the old file or the new one, never a torn one. The file gets
+    the mode of any new file (``new_file_mode``), not mkstemp's private 0600.
 
     A full disk, a file-size limit or a read-only folder is a StorageError naming ``path`` and
     the free space; the temporary file is removed whatever fails. ``before_rename()`` runs with
@@ -122,6 +130,7 @@ def atomic_write(path: str | os.PathLike, fill, before_rename=None, point: str =
                                    dir=os.path.dirname(path))
         os.close(fd)
         fill(tmp)
+        os.chmod(tmp, new_file_mode())              # mkstemp made it 0600
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         if before_rename is not None:

@@ -1,5 +1,6 @@
 """Ready-made models. VGG16 with Keras layer names (weights load by name from Keras files)."""
 
+from minicnn.models.saved import load_model, model_from_config
 from minicnn.models.synthetic_weights import vgg16_keras_layers, write_synthetic_vgg16
 from minicnn.models.vgg import (
     HEADS,
@@ -19,5 +20,5 @@ from minicnn.models.vgg16_layers import (
 )
 
 __all__ = ["HEADS", "IMAGENET_FILES", "NOTOP_PARAMS", "VGG", "WITH_TOP_PARAMS", "imagenet_weights_path",
-           "match_vgg16", "vgg16", "vgg16_from_config", "vgg16_keras_layers", "vgg16_layer_table", "vgg16_weight_shapes",
+           "load_model", "match_vgg16", "model_from_config", "vgg16", "vgg16_from_config", "vgg16_keras_layers", "vgg16_layer_table", "vgg16_weight_shapes",
            "weights_search_dirs", "write_synthetic_vgg16"]

@@ -12,6 +12,7 @@ from minicnn.backends import get_backend
 from minicnn.tensor import Tensor, get_default_device, no_grad
 
 _name_counts: dict = defaultdict(itertools.count)
+_LAYER_CLASSES: dict[str, type] = {}   # every Module subclass by class name (rebuilding from a config)
 
 
 def unique_name(base: str) -> str:
@@ -23,6 +24,14 @@ def unique_name(base: str) -> str:
 def reset_names() -> None:
     """Start default layer names from scratch (Keras' clear_session)."""
     _name_counts.clear()
+
+
+def layer_class(name: str) -> type:
+    """The Module subclass called ``name`` (defined, i.e. imported, so far)."""
+    if name not in _LAYER_CLASSES:
+        raise ValueError(f"unknown layer class {name!r}: known are {', '.join(sorted(_LAYER_CLASSES))} "
+                         "(import the module that defines a custom layer first)")
+    return _LAYER_CLASSES[name]
 
 
 class Parameter(Tensor):
@@ -53,6 +62,10 @@ class Module:
 
     default_name = "module"
     param_names: tuple = ()
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        _LAYER_CLASSES[cls.__name__] = cls
 
     def __init__(self, name: str | None = None):
         self.name = name or unique_name(self.default_name)

@@ -13,7 +13,6 @@ from minicnn.train.callbacks import (
     EarlyStopping,
     ModelCheckpoint,
     NonFiniteLoss,
-    ProgressBar,
     ReduceLROnPlateau,
     TerminateOnNaN,
     UnfreezeAt,
@@ -21,6 +20,7 @@ from minicnn.train.callbacks import (
 from minicnn.train.explain import activations, gradcam
 from minicnn.train.loop import History, evaluate, fit, predict
 from minicnn.train.presets import PRESETS, apply_preset, conv_blocks, head_layers, param_groups
+from minicnn.train.progress import ProgressBar
 from minicnn.train.state import load_training_state, save_training_state
 
 __all__ = [

@@ -20,7 +20,6 @@ import csv
 import io
 import math
 import os
-import sys
 
 import numpy as np
 
@@ -49,10 +48,14 @@ def _mode_for(monitor: str, mode: str) -> str:
     return "min" if monitor.endswith("loss") else "max"
 
 
+KERAS2_NAMES = {"acc": "accuracy", "val_acc": "val_accuracy"}   # what Keras 2.2 (the thesis') called them
+
+
 class _Monitor(Callback):
     """Shared logic: is the monitored value better than the best so far (by more than min_delta)?"""
 
     def __init__(self, monitor: str, mode: str, min_delta: float):
+        monitor = KERAS2_NAMES.get(monitor, monitor)
         self.monitor = monitor
         self.mode = _mode_for(monitor, mode)
         self.min_delta = abs(min_delta)
@@ -129,27 +132,32 @@ class EarlyStopping(_Monitor):
 
 
 class ModelCheckpoint(_Monitor):
-    """Write a resumable training checkpoint after each epoch.
+    """Write a checkpoint after each epoch.
 
     ``save_best_only=False`` ("last"): every epoch, overwriting ``filepath``.
     ``save_best_only=True`` ("best"): only when ``monitor`` improved.
-    ``filepath`` may contain ``{epoch}`` (1-based) and any history key, e.g.
-    ``"runs/ckpt-{epoch:02d}-{val_accuracy:.3f}.h5"``. Files are written to a
-    temporary name and renamed, so an interrupted write never leaves a broken
-    checkpoint behind.
+    ``include_optimizer``: True writes a resumable training state (optimizer buffers,
+    callbacks, random state: ``fit(resume=...)``), False the weights and ``info`` only
+    (a half or a third of the size with SGD momentum or Adam). Default: True for
+    "last", False for "best". ``filepath`` may contain ``{epoch}`` (1-based) and any
+    history key, e.g. ``"runs/ckpt-{epoch:02d}-{val_accuracy:.3f}.h5"``. Files are
+    written to a temporary name and renamed, so an interrupted write never leaves a
+    broken checkpoint behind. ``best_epoch`` (1-based) is the epoch last saved.
 
     ``info``: JSON-able facts written into each checkpoint as its ``info`` (class names,
-    image size, preprocessing, ...: see minicnn.commands.run_info), over
+    image size, preprocessing, ...: see minicnn.train.info.run_info), over
     those given to ``fit(checkpoint_info=...)``; ``minicnn evaluate``/``predict`` read them.
     """
 
     def __init__(self, filepath: str | os.PathLike, monitor: str = "val_accuracy", save_best_only: bool = False,
-                 mode: str = "auto", info: dict | None = None):
+                 mode: str = "auto", info: dict | None = None, include_optimizer: bool | None = None):
         super().__init__(monitor, mode, 0.0)
         self.filepath = os.fspath(filepath)
         self.save_best_only = save_best_only
+        self.include_optimizer = (not save_best_only) if include_optimizer is None else bool(include_optimizer)
         self.info = dict(info or {})
         self.last_saved: str | None = None
+        self.best_epoch = 0
 
     def on_epoch_end(self, trainer, epoch, logs):
         if self.save_best_only:
@@ -158,20 +166,27 @@ class ModelCheckpoint(_Monitor):
                 return
             self.best = value
         path = self.filepath.format(epoch=epoch + 1, **logs)
-        self.last_saved = path
+        self.last_saved, self.best_epoch = path, epoch + 1
+        info = {**trainer.info, **self.info}         # ours only for this file
+        if not self.include_optimizer:
+            from minicnn.train.state import save_weights_state
+            save_weights_state(path, trainer.model, info=info, epoch=epoch + 1,
+                               logs={k: float(v) for k, v in logs.items()})
+            return
         shared = trainer.info
-        trainer.info = {**shared, **self.info}   # the trainer writes its .info; ours only for this file
+        trainer.info = info                          # the trainer writes its .info
         try:
             trainer.save_state(path)
         finally:
             trainer.info = shared
 
     def state_dict(self):
-        return {"best": self.best, "last_saved": self.last_saved}
+        return {"best": self.best, "last_saved": self.last_saved, "best_epoch": self.best_epoch}
 
     def load_state_dict(self, state):
         self.best = float(state["best"])
         self.last_saved = state.get("last_saved")
+        self.best_epoch = int(state.get("best_epoch", 0))
 
 
 class ReduceLROnPlateau(_Monitor):
@@ -316,52 +331,3 @@ class UnfreezeAt(Callback):
 
     def load_state_dict(self, state):
         self.done = bool(state["done"])
-
-
-def _format(key: str, value: float) -> str:
-    if key == "images_per_s":
-        return f"{value:.1f} img/s"
-    if key in ("time_s", "val_time_s"):
-        return f"{value:.1f} s" if key == "time_s" else f"val {value:.1f} s"
-    return f"{key} {value:.4f}"
-
-
-class ProgressBar(Callback):
-    """A tqdm bar per epoch with loss, accuracy and images/s.
-
-    verbose=0: silent. When stderr is not a terminal (logs, CI), one line per
-    epoch instead of a bar.
-    """
-
-    def __init__(self, verbose: int = 1, stream=None):
-        self.verbose = verbose
-        self.stream = stream or sys.stderr
-        self.bar = None
-        self.epochs = 0
-
-    def on_train_begin(self, trainer):
-        self.epochs = trainer.epochs
-
-    def _interactive(self) -> bool:
-        return self.verbose > 0 and hasattr(self.stream, "isatty") and self.stream.isatty()
-
-    def on_epoch_begin(self, trainer, epoch):
-        if self._interactive():
-            from tqdm import tqdm
-            self.bar = tqdm(total=trainer.samples_per_epoch, desc=f"epoch {epoch + 1}/{self.epochs}",
-                            unit="img", file=self.stream, leave=True, dynamic_ncols=True)
-
-    def on_batch_end(self, trainer, batch, logs):
-        if self.bar is not None:
-            self.bar.update(logs["size"])
-            self.bar.set_postfix(loss=f"{trainer.running['loss']:.4f}", acc=f"{trainer.running['accuracy']:.3f}",
-                                 img_s=f"{trainer.running['images_per_s']:.1f}", refresh=False)
-
-    def on_epoch_end(self, trainer, epoch, logs):
-        text = " - ".join(_format(k, v) for k, v in logs.items() if k != "lr")
-        if self.bar is not None:
-            self.bar.set_postfix_str(text)
-            self.bar.close()
-            self.bar = None
-        elif self.verbose > 0:
-            print(f"epoch {epoch + 1}/{self.epochs} - {text}", file=self.stream, flush=True)

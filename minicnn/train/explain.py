@@ -95,12 +95,15 @@ def gradcam(model, image: np.ndarray, layer: str = "block5_conv3",
 
 
 def report_figures(model, history, result, test, class_names, fig_dir: str, n_images: int = 3,
-                   layer: str = "block5_conv3") -> list:
-    """The figures a fine-tuning run writes: training and validation accuracy per epoch,
-    the test confusion matrix, and Grad-CAM on ``layer`` for the first test images.
+                   layer: str = "block5_conv3", preprocess: str = "caffe") -> list:
+    """The figures a fine-tuning run writes: loss and accuracy per epoch (training and
+    validation), the test confusion matrix (counts, and row-normalised), and Grad-CAM on
+    ``layer`` for the first test images, titled with the predicted class, its
+    probability and the true class.
 
-    ``result`` is what ``evaluate`` returns (``y_true``, ``y_pred``); ``test`` is the
-    dataset the images come from. Returns the paths written.
+    ``history``: History or its dict; ``result``: what ``evaluate`` returns (``y_true``,
+    ``y_pred``); ``test``: the dataset the images come from, scaled with ``preprocess``
+    as in training. Returns the paths written.
     """
     import os
 
@@ -108,15 +111,16 @@ def report_figures(model, history, result, test, class_names, fig_dir: str, n_im
     from minicnn import metrics as M
     from minicnn.data import DataLoader
 
-    written = [figures.training_curves({"train": {"accuracy": history["accuracy"]},
-                                        "validation": {"accuracy": history["val_accuracy"]}},
-                                       os.path.join(fig_dir, "accuracy.png")),
-               figures.confusion_matrix(M.confusion_matrix(result["y_true"], result["y_pred"], len(class_names)),
-                                        class_names, os.path.join(fig_dir, "confusion.png"))]
-    raw, _ = next(iter(DataLoader(test, batch_size=n_images, progress=False, workers=0)))
-    scaled, _ = next(iter(DataLoader(test, batch_size=n_images, preprocess="caffe", progress=False, workers=0)))
+    history = getattr(history, "history", history)
+    matrix = M.confusion_matrix(result["y_true"], result["y_pred"], len(class_names))
+    written = [figures.loss_and_accuracy(history, os.path.join(fig_dir, "curves.png")),
+               figures.confusion_matrix(matrix, class_names, os.path.join(fig_dir, "confusion.png")),
+               figures.confusion_matrix(matrix, class_names, os.path.join(fig_dir, "confusion_normalised.png"),
+                                        normalize=True)]
+    raw, labels = next(iter(DataLoader(test, batch_size=n_images, progress=False, workers=0)))
+    scaled, _ = next(iter(DataLoader(test, batch_size=n_images, preprocess=preprocess, progress=False, workers=0)))
     for k in range(len(raw)):
         cam, c, probs = gradcam(model, scaled[k], layer)
-        written.append(figures.gradcam_overlay(raw[k], cam, os.path.join(fig_dir, f"gradcam_{k}.png"),
-                                               f"{layer}: {class_names[c]} ({probs[c]:.2f})"))
+        title = figures.gradcam_title(layer, class_names[c], float(probs[c]), class_names[int(labels[k])])
+        written.append(figures.gradcam_overlay(raw[k], cam, os.path.join(fig_dir, f"gradcam_{k}.png"), title))
     return written

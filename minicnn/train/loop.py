@@ -35,7 +35,9 @@ from minicnn.functional import softmax, softmax_cross_entropy
 from minicnn.io.storage import fault_point
 from minicnn.tensor import Tensor, no_grad
 from minicnn.train.cache import FeatureCache, PrefixCaching, frozen_prefix
-from minicnn.train.callbacks import Callback, ModelCheckpoint, NonFiniteLoss, ProgressBar, TerminateOnNaN
+from minicnn.train.callbacks import Callback, ModelCheckpoint, NonFiniteLoss, TerminateOnNaN
+from minicnn.train.info import data_info
+from minicnn.train.progress import ProgressBar
 from minicnn.train.sources import Source, as_source
 from minicnn.train.state import (
     Checkpointing,
@@ -320,7 +322,8 @@ def fit(model, train, val=None, optimizer=None, loss="cross_entropy", epochs: in
     feature_cache: "auto" | "memory" | "disk" | None: cache the outputs of a
     frozen prefix of the network (see minicnn.train.cache); cache_dir for "disk".
     checkpoint_info: JSON-able facts stored in every checkpoint as ``info`` (class
-    names, image size, preprocessing), for tools that load the model later.
+    names, image size, preprocessing, ...), over what fit() tells from the training
+    data itself (minicnn.train.info.data_info), for tools that load the model later.
     checkpoint_minutes: also write ``checkpoint`` within an epoch, between two batches,
     when this many minutes have passed since the last write (default
     $MINICNN_CHECKPOINT_MINUTES, else 10; 0: after every batch). The first SIGINT or
@@ -363,7 +366,7 @@ def fit(model, train, val=None, optimizer=None, loss="cross_entropy", epochs: in
     trainer = Trainer(model, optimizer, _loss_fn(loss, class_weight), epochs, batch_size, cbs, metrics,
                       shuffle, verbose, grad_hook, feature_cache, cache_dir)
     trainer.samples_per_epoch = len(train_src)
-    trainer.info = dict(checkpoint_info or {})
+    trainer.info = {**data_info(train_src), **(checkpoint_info or {})}
     if checkpoint is not None and train_src.resumable:
         trainer.checkpoint_path = checkpoint
         if checkpoint_minutes is None:

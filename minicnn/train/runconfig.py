@@ -3,10 +3,10 @@
 ``run_config(args)`` (the command line's settings) goes into each checkpoint's info as
 "run". ``check_resume`` compares it with the command line of a resumed run and refuses
 a setting that changed (naming it with both values), unless ``--allow-changed`` names
-it; settings in NEUTRAL (paths, verbosity, the epoch count: more epochs continue what an
-uninterrupted run with more epochs computes) may change freely. ``apply_changes`` puts an
-allowed new learning rate or momentum into the restored optimizer, whose state still
-holds the old one.
+it; settings in NEUTRAL (paths, verbosity, figures, checkpoints kept, the epoch count:
+more epochs continue what an uninterrupted run with more epochs computes) may change
+freely. ``apply_changes`` puts an allowed new learning rate or momentum into the
+restored optimizer, whose state still holds the old one.
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ import argparse
 import sys
 
 # settings that may change on --resume without changing what training computes
-NEUTRAL = {"verbose", "out", "resume", "overwrite", "allow_changed", "data", "epochs", "checkpoint_minutes"}
+NEUTRAL = {"verbose", "out", "resume", "overwrite", "allow_changed", "data", "epochs", "checkpoint_minutes",
+           "figures", "keep"}   # what is drawn and which checkpoints stay: not the training
 
 
 class RunDirError(ValueError):

@@ -182,6 +182,30 @@ def resume_point(out: str) -> str:
     return last if os.path.exists(last) else os.path.join(out, "best.h5")
 
 
+def fit_start(checkpoint: str) -> str | None:
+    """What fit(resume=...) gets for ``resume_point``'s checkpoint: itself, or None (start over) for
+    a weights-only best.h5 of the first epoch with at most that epoch in history.csv -- a run killed
+    between best.h5 and its first last.h5; from the same seed, starting again gives the uninterrupted
+    run's numbers. Any other weights-only file (a finished run with --keep best) has nothing to
+    continue: refused."""
+    from minicnn.io import load_checkpoint
+    from minicnn.train.state import KIND
+
+    state = load_checkpoint(checkpoint)
+    if state.get("kind") == KIND:
+        return checkpoint
+    history = os.path.join(os.path.dirname(os.path.abspath(checkpoint)), "history.csv")
+    logged = 0
+    if os.path.exists(history):
+        with open(history, newline="") as f:
+            logged = max(0, sum(1 for line in f if line.strip()) - 1)        # less the header
+    if int(state.get("epoch", 0)) <= 1 and logged <= 1:     # killed in the first epoch: nothing to lose
+        return None
+    raise RunDirError(f"--resume: {checkpoint} holds weights only (of epoch {state.get('epoch')}, the best; "
+                      f"last.h5 was not kept, {logged} epochs logged): there is no training state to continue; "
+                      "start anew with --overwrite, or fine-tune from it with --weights")
+
+
 def remove_temporary_files(folder: str, names) -> None:
     """Delete the temporary files (``.<name>.*.tmp``) that a killed atomic write of ``names`` left."""
     if not os.path.isdir(folder):

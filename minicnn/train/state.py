@@ -25,6 +25,7 @@ import threading
 import time
 
 KIND = "minicnn.fit"
+WEIGHTS_KIND = "minicnn.weights"
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
@@ -92,6 +93,18 @@ def save_training_state(path: str | os.PathLike, model, optimizer, **state) -> s
     return path
 
 
+def save_weights_state(path: str | os.PathLike, model, **state) -> str:
+    """Weights, trainable flags and ``state`` (info, epoch, ...) only: no optimizer, not resumable
+    (a "best" checkpoint)."""
+    from minicnn.io import save_checkpoint
+
+    path = os.fspath(path)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with hold_interrupts():
+        save_checkpoint(path, model, None, kind=WEIGHTS_KIND, **state)
+    return path
+
+
 def load_training_state(path: str | os.PathLike, model, optimizer) -> dict:
     """Fill ``model`` and ``optimizer`` from a fit() checkpoint, restore the random
     generator, and return the rest of the state (epoch, history, callbacks)."""
@@ -102,7 +115,8 @@ def load_training_state(path: str | os.PathLike, model, optimizer) -> dict:
         raise FileNotFoundError(f"checkpoint to resume from not found: {path}")
     state = load_checkpoint(path, model, optimizer, restore_rng=True)
     if state.get("kind") != KIND:
-        raise ValueError(f"{path} is a checkpoint but not one written by fit() (no training progress in it); "
+        raise ValueError(f"{path} is a checkpoint but not one written by fit() to resume from (no optimizer or "
+                         "training progress in it: a 'best' or weights-only file); "
                          "load it with minicnn.io.load_checkpoint instead of resuming")
     return state
 

@@ -22,6 +22,7 @@ import glob
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -125,9 +126,17 @@ def _table(path: str, ignore):
         return _without(list(csv.DictReader(f)), ignore)
 
 
+def stable(stdout: str, out: str) -> str:
+    """The printed report less what varies from run to run anyway: train's closing block names the
+    run's folder and gives the seconds it took and the checkpoints' sizes (their state holds timings)."""
+    stdout = stdout.replace(out, "OUT")
+    stdout = re.sub(r"^done in \d+ s", "done in - s", stdout, flags=re.MULTILINE)
+    return re.sub(r", \d+\.\d MB$", "", stdout, flags=re.MULTILINE)
+
+
 def outcome(job: Job, stdout: str) -> dict:
     """What must not depend on kills: weights of the checkpoints, the tables, the printed report."""
-    result = {"stdout": stdout} if job.compare_stdout else {}
+    result = {"stdout": stable(stdout, job.out)} if job.compare_stdout else {}
     for name in job.checkpoints:
         arrays, trainable, _ = read_checkpoint_weights(os.path.join(job.out, name))
         result[name] = ({k: v.tobytes() for k, v in arrays.items()}, trainable)

@@ -104,7 +104,8 @@ def one_epoch(tmp_path_factory):
     """A data folder and a finished one-epoch run (not on a small disk)."""
     root = tmp_path_factory.mktemp("disk")
     image_folder(root / "data", per_class=6)
-    assert main(train_args(root / "data", root / "run", "--preset", "all", "--patience", "0", epochs=1)) == 0
+    assert main(train_args(root / "data", root / "run", "--preset", "all", "--patience", "0", "--no-figures",
+                     epochs=1)) == 0
     return root
 
 
