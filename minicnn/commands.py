@@ -24,6 +24,8 @@ import sys
 
 import numpy as np
 
+from minicnn.train import rundir
+
 DATASETS = ("ham10000", "xray", "folder", "synthetic-ham10000", "synthetic-xray")
 
 
@@ -128,6 +130,11 @@ def train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd")
     p.add_argument("--lr", type=float, default=1e-4, help="learning rate (default 1e-4, the thesis')")
     p.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
+    for flag, what in (("--clipnorm", "each weight's gradient to this L2 norm"),
+                       ("--global-clipnorm", "all gradients together to this L2 norm"),
+                       ("--clipvalue", "each gradient element to [-C, C]")):
+        p.add_argument(flag, type=float, metavar="C", help=f"clip {what} before the update (as Keras' "
+                                                          "optimizers; at most one of the three)")
     p.add_argument("--patience", type=int, default=5, help="early stopping on val accuracy (0: off)")
     p.add_argument("--phase1-epochs", type=int, default=5, help="two_phase: epochs before unfreezing")
     p.add_argument("--split-by", choices=["group", "image"], default="group")
@@ -138,25 +145,26 @@ def train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="runs/train", help="folder for last.h5, best.h5, history.csv, split.csv")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.h5")
     p.add_argument("--verbose", type=int, default=1)
+    rundir.add_arguments(p)
 
 
 def train_run(args: argparse.Namespace) -> int:
     import minicnn
     from minicnn import optim
-    from minicnn.data import class_weights, load_split, save_split, split
+    from minicnn.data import class_weights, load_split, split
     from minicnn.experiments.models import build_model
     from minicnn.experiments.thesis import ThesisConfig, pretrained_weights
     from minicnn.train import CSVLogger, EarlyStopping, ModelCheckpoint, apply_preset, evaluate, fit
 
     ds = _open_dataset(args.dataset, args.data, args.image_size, args.out)
     split_file = os.path.join(args.out, "split.csv")
-    if args.resume and os.path.exists(split_file):
+    stored_split = args.resume and os.path.exists(split_file)
+    if stored_split:
         parts = load_split(split_file, ds)
         train, val, test = parts["train"], parts["val"], parts["test"]
     else:
         train, val, test = split(ds, (0.6, 0.2, 0.2), by=args.split_by, seed=args.seed)  # checked: no empty part
-        os.makedirs(args.out, exist_ok=True)
-        save_split(split_file, (train, val, test))
+    rundir.check_batch(train, args.batch_size)     # under rundir.guard: --out is locked and checked, not yet written
     minicnn.seed(args.seed)
     weights = None
     if args.preset != "random":
@@ -167,8 +175,9 @@ def train_run(args: argparse.Namespace) -> int:
     model = build_model(args.model, args.image_size, len(ds.class_names), weights)
     plan = apply_preset(model, args.preset, phase1_epochs=args.phase1_epochs)
     params = list(model.named_parameters())
-    opt = optim.SGD(params, lr=args.lr, momentum=args.momentum) if args.optimizer == "sgd" else \
-        optim.Adam(params, lr=args.lr)
+    clip = {"clipnorm": args.clipnorm, "global_clipnorm": args.global_clipnorm, "clipvalue": args.clipvalue}
+    opt = optim.SGD(params, lr=args.lr, momentum=args.momentum, **clip) if args.optimizer == "sgd" else \
+        optim.Adam(params, lr=args.lr, **clip)
     last, best = os.path.join(args.out, "last.h5"), os.path.join(args.out, "best.h5")
     callbacks = [CSVLogger(os.path.join(args.out, "history.csv")),
                  ModelCheckpoint(best, monitor="val_accuracy", save_best_only=True)]  # info: fit's
@@ -177,18 +186,22 @@ def train_run(args: argparse.Namespace) -> int:
                                           start_from_epoch=plan.unfreeze_at_epoch or 0))
     callbacks += plan.callbacks()
     info = run_info(args.dataset, ds.root, ds.class_names, args.image_size, args.preprocess, args.model, test,
-                    preset=args.preset)
+                    preset=args.preset, run=rundir.run_config(args))
     cw = class_weights(train.labels, "balanced")[0] if args.class_weight == "balanced" else None
-    if args.resume and not os.path.exists(last):
-        raise FileNotFoundError(f"--resume: no checkpoint {last} to continue from")
+    source = rundir.resume_point(args.out) if args.resume else None
+    changed = rundir.check_resume(args, source) if args.resume else {}
+    rundir.start(args.out, args.overwrite, None if stored_split else split_file, (train, val, test))
     history = fit(model, _loader(train, args.batch_size, True, args.seed, args.augment, args.preprocess),
                   _loader(val, args.batch_size, preprocess=args.preprocess), opt, epochs=args.epochs,
-                  callbacks=callbacks, checkpoint=last, resume=last if args.resume else None,
-                  class_weight=cw, verbose=args.verbose, checkpoint_info=info)
+                  callbacks=callbacks, checkpoint=last, resume=source,
+                  class_weight=cw, verbose=args.verbose, checkpoint_info=info,
+                  checkpoint_minutes=args.checkpoint_minutes, after_resume=rundir.apply_changes(changed))
     if history.stop_reason:
+        rundir.report_bad_files(args.out, history.bad_files)
         print(f"stopped: {history.stop_reason}", file=sys.stderr)
         return 1
     result = evaluate(model, _loader(test, args.batch_size, preprocess=args.preprocess))
+    rundir.report_bad_files(args.out, {**history.bad_files, **result["bad_files"]})
     _print_report(result, list(ds.class_names), "test split")
     return 0
 
@@ -329,13 +342,13 @@ def predict_run(args: argparse.Namespace) -> int:
 
 
 def _guarded(run):
-    """Turn the errors a user can fix into one line and exit status 2 (Ctrl-C: 130)."""
+    """Turn the errors a user can fix into one line and exit status 2 (Ctrl-C: 130; train's own
+    interruptions, failed writes and refused runs are rundir.guard's)."""
     def wrapped(args):
         try:
             return run(args)
         except KeyboardInterrupt:
-            print("\ninterrupted (the last finished epoch's checkpoint is kept; continue with --resume)",
-                  file=sys.stderr)
+            print("\ninterrupted", file=sys.stderr)
             return 130
         except (FileNotFoundError, ValueError, KeyError) as err:
             print(f"minicnn: error: {err}", file=sys.stderr)
@@ -345,7 +358,7 @@ def _guarded(run):
 
 COMMANDS = {
     "train": ("train (fine-tune) a model on a data set with a transfer preset", train_arguments,
-              _guarded(train_run)),
+              _guarded(rundir.guard(train_run))),
     "evaluate": ("score a trained checkpoint on a split: per-class precision/recall/F1, confusion matrix",
                  evaluate_arguments, _guarded(evaluate_run)),
     "predict": ("classify image files with a trained checkpoint (optionally Grad-CAM)", predict_arguments,

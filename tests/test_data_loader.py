@@ -218,7 +218,7 @@ def test_medmnist_through_the_cache(tmp_path):
 def test_a_cache_being_filled_by_another_process_is_left_alone(ham_root, tmp_path):
     import fcntl
     ds = HAM10000(ham_root, image_size=8)
-    stem = os.path.join(tmp_path, f"ham10000-{ds.fingerprint()}")
+    stem = DiskCache.stem_for(tmp_path, ds)
     with open(stem + ".lock", "a") as other:       # another open file = another holder, as another process
         fcntl.flock(other.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         with pytest.warns(UserWarning, match="another process is filling the cache"):

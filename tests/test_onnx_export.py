@@ -69,6 +69,10 @@ LAYER_CASES = {
     "flatten_channels_last": (lambda: [nn.Conv2D(3, 1), nn.Flatten()], (3, 4, 2)),
     "dense_relu_and_linear": (lambda: [nn.Flatten(), nn.Dense(6, "relu"), nn.Dense(3)], (2, 3, 2)),
     "dropout_is_identity": (lambda: [nn.Flatten(), nn.Dropout(0.5), nn.Dense(4)], (3, 3, 2)),
+    "average_pool_same_excludes_padding": (lambda: [nn.AveragePooling2D(3, 2, "same")], (8, 7, 3)),
+    "rescaling_per_channel_nhwc_and_nchw": (lambda: [nn.Rescaling(np.float32([0.5, -2.0]), 0.25), nn.Conv2D(3, 3),
+                                                     nn.Rescaling(np.float32([1.0, 2.0, 3.0]), -1.0)], (5, 4, 2)),
+    "softmax_layer": (lambda: [nn.Flatten(), nn.Dense(5), nn.Softmax()], (2, 2, 3)),
 }
 
 

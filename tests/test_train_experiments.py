@@ -108,7 +108,8 @@ def test_cli_train_evaluate_predict(tmp_path, capsys):
                  "--preset", "all", "--resume"]) == 0
     assert main(["train", "--dataset", "synthetic-xray", "--model", "tiny", "--image-size", "32", "--epochs", "2",
                  "--out", out, "--verbose", "0", "--preset", "all", "--resume"]) == 2
-    assert "optimizer state is for 'Adam', this is SGD" in capsys.readouterr().err
+    err = capsys.readouterr().err                      # the changed settings, each with both values
+    assert "--optimizer was 'adam', now 'sgd'" in err and "--lr was 0.003, now 0.0001" in err
 
 
 def test_cli_errors_are_one_line_with_exit_status_2(tmp_path, capsys):

@@ -77,7 +77,7 @@ class Dataset:
         return [os.path.relpath(p, self.root).replace(os.sep, "/") for p in self.paths]
 
     def fingerprint(self) -> str:
-        """Hash of what decoded pixels depend on: sources, file sizes and times, size, fit.
+        """Hash of what decoded pixels depend on: sources, file sizes and times (modified, changed), size, fit.
 
         The disk cache is keyed by it, so editing or replacing a file, or asking
         for another size, never returns stale pixels.
@@ -88,7 +88,8 @@ class Dataset:
             for p in self.paths:
                 try:
                     st = os.stat(p)
-                    h.update(f"{os.path.abspath(p)}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+                    # ctime too: a file replaced with its size and mtime restored (cp -p, rsync -t)
+                    h.update(f"{os.path.abspath(p)}|{st.st_size}|{st.st_mtime_ns}|{st.st_ctime_ns}\n".encode())
                 except OSError:
                     h.update(f"{os.path.abspath(p)}|missing\n".encode())
         else:

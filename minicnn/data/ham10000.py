@@ -57,6 +57,9 @@ class HAM10000(Dataset):
                 f"HAM10000 metadata not found: {self.metadata_path} (expected the CSV with header "
                 f"{','.join(HAM_COLUMNS)})")
         rows, header = _read_csv(self.metadata_path)
+        if not rows:
+            raise DatasetError(f"{self.metadata_path}: no images listed (only {'a header' if header else 'nothing'}; "
+                               f"expected one line per image under {','.join(HAM_COLUMNS)})")
         self.class_names = list(HAM_CLASSES)
         if header[:1] == ["image"] and set(ISIC_ONEHOT_COLUMNS) <= set(header):
             image_ids, labels, groups = _parse_onehot(self.metadata_path, header, rows)
@@ -84,12 +87,18 @@ class HAM10000(Dataset):
 
 def _read_csv(path: str) -> tuple[list[list[str]], list[str]]:
     """Header and rows of a comma- or tab-separated file (the header line decides which)."""
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        first = f.readline()
-        f.seek(0)
-        reader = csv.reader(f, delimiter="\t" if first.count("\t") > first.count(",") else ",")
-        header = [h.strip() for h in next(reader, [])]
-        rows = [r for r in reader if any(cell.strip() for cell in r)]
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            first = f.readline()
+            f.seek(0)
+            reader = csv.reader(f, delimiter="\t" if first.count("\t") > first.count(",") else ",")
+            header = [h.strip() for h in next(reader, [])]
+            rows = [r for r in reader if any(cell.strip() for cell in r)]
+    except UnicodeDecodeError as err:
+        raise DatasetError(f"{path}: not UTF-8 text (byte {err.start}: {err.reason}); save it as UTF-8 "
+                           f"CSV") from err
+    except csv.Error as err:
+        raise DatasetError(f"{path}: not a readable CSV ({err})") from err
     for n, row in enumerate(rows, start=2):
         if len(row) != len(header):
             raise DatasetError(f"{path}, line {n}: {len(row)} fields but the header has {len(header)}")

@@ -26,12 +26,13 @@ import os
 import warnings
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 from minicnn.data.errors import CorruptImageError, DatasetError, DatasetFileNotFoundError
 
 FITS = ("crop", "pad", "stretch")
 NEAR_SIZE = 1.01  # a box up to this factor larger than the target is cropped, not resampled
+_ORIENTATION = 0x0112  # the EXIF tag saying how the stored picture must be turned to be upright
 
 
 def as_size(image_size: int | tuple[int, int] | None) -> tuple[int, int] | None:
@@ -115,18 +116,23 @@ def to_rgb_array(img: Image.Image) -> np.ndarray:
 def decode_image(path: str | os.PathLike, image_size=None, fit: str = "crop") -> np.ndarray:
     """Read one image file as uint8 H x W x 3, resized to ``image_size`` if given.
 
-    Raises DatasetFileNotFoundError if the file is missing and CorruptImageError
-    (naming the file) if it cannot be decoded.
+    The EXIF orientation is applied (the picture comes out upright, as a viewer shows
+    it). Raises DatasetFileNotFoundError if the file is missing and CorruptImageError
+    (naming the file) if it cannot be decoded, is a decompression bomb (over twice
+    PIL's pixel limit) or is truncated.
     """
     size = as_size(image_size)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(path) as img:
+                turned = img.getexif().get(_ORIENTATION, 1) in (5, 6, 7, 8)   # stored a quarter turn off
                 if size is not None and img.format == "JPEG":
-                    img.draft(img.mode, _draft_request(img.width, img.height, size, fit))
+                    want = (size[1], size[0]) if turned else size
+                    img.draft(img.mode, _draft_request(img.width, img.height, want, fit))
                 img.load()
-                return to_rgb_array(fit_image(to_8bit(img), size, fit))
+                upright = ImageOps.exif_transpose(img)      # as a viewer shows it (camera / phone photos)
+                return to_rgb_array(fit_image(to_8bit(upright), size, fit))
     except FileNotFoundError as err:
         raise DatasetFileNotFoundError(f"image file not found: {path}") from err
     except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as err:

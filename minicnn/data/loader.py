@@ -34,6 +34,7 @@ from minicnn.data.augment import Augment
 from minicnn.data.base import Dataset, base_of
 from minicnn.data.cache import DiskCache
 from minicnn.data.errors import CorruptImageError, DatasetError
+from minicnn.io.storage import atomic_write_text
 
 
 class DataLoader:
@@ -192,11 +193,18 @@ class DataLoader:
             return
         if self.report_path is not None:
             os.makedirs(os.path.dirname(os.path.abspath(self.report_path)), exist_ok=True)
-            with open(self.report_path, "w", encoding="utf-8") as f:
-                f.write(f"# {len(self.bad_files)} unreadable image(s), skipped\n")
-                f.writelines(f"{path}\t{reason}\n" for path, reason in sorted(self.bad_files.items()))
+            atomic_write_text(self.report_path, f"# {len(self.bad_files)} unreadable image(s), skipped\n" +
+                              "".join(f"{path}\t{reason}\n" for path, reason in sorted(self.bad_files.items())))
         where = f"; listed in {self.report_path}" if self.report_path else ""
-        warnings.warn(f"skipped {len(self.bad_files)} unreadable image(s){where}", stacklevel=3)
+        warnings.warn(f"skipped {len(self.bad_files)} unreadable image(s): {describe_bad_files(self.bad_files)}"
+                      f"{where}", stacklevel=3)
+
+
+def describe_bad_files(bad: dict[str, str], shown: int = 5) -> str:
+    """``path (reason), ...`` for the first ``shown`` unreadable files, then how many more."""
+    items = sorted(bad.items())
+    text = "; ".join(f"{path} ({reason})" for path, reason in items[:shown])
+    return text + (f"; and {len(items) - shown} more" if len(items) > shown else "")
 
 
 class _Done:

@@ -21,6 +21,7 @@ class absent from another part only warns (its recall there is undefined).
 from __future__ import annotations
 
 import csv
+import io
 import os
 import warnings
 from collections.abc import Mapping, Sequence
@@ -29,6 +30,7 @@ import numpy as np
 
 from minicnn.data.base import Dataset, Subset, base_of
 from minicnn.data.errors import DatasetError, DatasetFileNotFoundError
+from minicnn.io.storage import atomic_write_text
 
 DEFAULT_NAMES = {2: ("train", "val"), 3: ("train", "val", "test")}
 
@@ -122,12 +124,11 @@ def save_split(path: str | os.PathLike, subsets: Mapping[str, Dataset] | Sequenc
         sources = base.sources()
         for i in idx:
             rows.append([name, int(i), sources[i], base.class_names[base.labels[i]], base.groups[i]])
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(["split", "index", "source", "label", "group"])
-        writer.writerows(rows)
-    os.replace(tmp, path)
+    text = io.StringIO()
+    writer = csv.writer(text)
+    writer.writerow(["split", "index", "source", "label", "group"])
+    writer.writerows(rows)
+    atomic_write_text(path, text.getvalue())
 
 
 def load_split(path: str | os.PathLike, dataset: Dataset) -> dict[str, Subset]:
@@ -140,6 +141,16 @@ def load_split(path: str | os.PathLike, dataset: Dataset) -> dict[str, Subset]:
     if not os.path.isfile(path):
         raise DatasetFileNotFoundError(f"split file not found: {path}")
     position = {s: i for i, s in enumerate(dataset.sources())}
+    try:
+        return _read_split(path, dataset, position)
+    except UnicodeDecodeError as err:
+        raise DatasetError(f"{path}: not UTF-8 text (byte {err.start}: {err.reason}); is it a split file?") from err
+    except csv.Error as err:
+        raise DatasetError(f"{path}: not a readable CSV ({err})") from err
+
+
+def _read_split(path: str, dataset: Dataset, position: dict) -> dict[str, Subset]:
+    """load_split's reading of the rows."""
     parts: dict[str, list[int]] = {}
     with open(path, newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)

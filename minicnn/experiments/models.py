@@ -18,6 +18,9 @@ def tiny_vgg(input_shape=(32, 32, 3), classes: int = 7, filters=(8, 16, 16, 32, 
     Same names as VGG16's first conv of each block, so the transfer presets,
     Grad-CAM and the HAM10000 -> X-ray weight transfer work on it unchanged.
     """
+    if min(input_shape[:2]) < 2 ** len(filters):
+        raise ValueError(f"tiny_vgg needs an input of at least {2 ** len(filters)}x{2 ** len(filters)} "
+                         f"({len(filters)} 2x2 poolings); got {tuple(input_shape)}")
     layers = []
     for block, f in enumerate(filters, start=1):
         layers += [nn.Conv2D(f, 3, padding="same", activation="relu", name=f"block{block}_conv1"),

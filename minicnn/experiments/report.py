@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import glob
+import io
 import json
 import os
 
@@ -22,6 +23,7 @@ import numpy as np
 
 from minicnn import figures
 from minicnn.experiments.published import published_table
+from minicnn.io.storage import atomic_write_text
 
 TITLES = {"majority": "Majority Class", "features": "Features Only (conv frozen)",
           "two_phase": "Two Phases (head, then all at lr/10)"}
@@ -90,10 +92,11 @@ def write_table(cfg, class_names: list[str], runs: dict) -> tuple[str, str]:
     columns = [c for c in cfg.table_columns()]
     long_rows = table_rows(columns, runs, published, class_names)
     csv_path = os.path.join(cfg.folder, f"table_{published['table'].replace('.', '_')}.csv")
-    with open(csv_path, "w", newline="") as f:
-        writer = csv.DictWriter(f, ["row", "column", "ours_mean", "ours_sd", "seeds", "thesis"])
-        writer.writeheader()
-        writer.writerows(long_rows)
+    text = io.StringIO()                  # written whole and renamed: a full disk leaves no torn table
+    writer = csv.DictWriter(text, ["row", "column", "ours_mean", "ours_sd", "seeds", "thesis"])
+    writer.writeheader()
+    writer.writerows(long_rows)
+    atomic_write_text(csv_path, text.getvalue())
     seeds = sorted({len(v) for k, v in runs.items() if k != "majority"}) or [0]
     legend = (f"Cells: **ours / thesis**. Ours: F1 on our test split (20%), mean over {max(seeds)} seed(s) "
               "(± sample standard deviation when more than one). Thesis: the published value "
@@ -113,8 +116,7 @@ def write_table(cfg, class_names: list[str], runs: dict) -> tuple[str, str]:
         md += [f"Not run yet: {', '.join(missing)}.", ""]
     md.append(markdown_table(columns, long_rows, published))
     md_path = os.path.join(cfg.folder, f"table_{published['table'].replace('.', '_')}.md")
-    with open(md_path, "w", encoding="utf-8") as f:
-        f.write("\n".join(md))
+    atomic_write_text(md_path, "\n".join(md))
     return md_path, csv_path
 
 

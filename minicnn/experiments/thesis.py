@@ -25,6 +25,7 @@ import numpy as np
 
 from minicnn import metrics as M
 from minicnn.experiments.loading import loader
+from minicnn.io.storage import fault_point
 
 HAM_COLUMNS = ("majority", "decision_tree", "random_forest", "random", "all", "last_block", "first_block",
                "first_last_blocks")
@@ -185,11 +186,14 @@ def run_path(cfg: ThesisConfig, column: str, seed: int, ext: str = ".json") -> s
 
 
 def _write_json(path: str, data: dict) -> None:
+    from minicnn.io.storage import atomic_write_text
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=1)
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(data, indent=1))
+
+
+def _remove_if_there(path: str) -> None:
+    if os.path.exists(path):
+        os.remove(path)
 
 
 def pixel_arrays(cfg: ThesisConfig, parts) -> tuple[np.ndarray, ...]:
@@ -266,6 +270,19 @@ def run_cnn_column(cfg: ThesisConfig, parts, column: str, seed: int) -> dict | N
 
 def run_thesis(cfg: ThesisConfig, log=print) -> dict:
     """Run (or finish) every column x seed, then write the tables and figures. Returns the report paths."""
+    from minicnn.train.rundir import RunLock, remove_temporary_files
+
+    lock = RunLock(cfg.folder).acquire()      # one table run per folder at a time
+    try:
+        for sub in ("runs", "models", ""):      # temporary files of writes a kill cut short
+            remove_temporary_files(os.path.join(cfg.folder, sub), "*")
+        return _run_table(cfg, log)
+    finally:
+        lock.release()
+
+
+def _run_table(cfg: ThesisConfig, log) -> dict:
+    """run_thesis's work, with the folder locked."""
     from minicnn.experiments.report import write_report
 
     ds = open_dataset(cfg)
@@ -279,6 +296,7 @@ def run_thesis(cfg: ThesisConfig, log=print) -> dict:
             path = run_path(cfg, column, seed)
             if os.path.exists(path):
                 log(f"[{cfg.dataset}] {column} seed {seed}: done earlier ({path})")
+                _remove_if_there(run_path(cfg, column, seed, ".ckpt.h5"))  # left by a kill right after the run
                 continue
             log(f"[{cfg.dataset}] {column} seed {seed}: running")
             if column in BASELINES:
@@ -292,9 +310,8 @@ def run_thesis(cfg: ThesisConfig, log=print) -> dict:
             out.update(column=column, seed=seed, dataset=cfg.dataset,
                        config={k: v for k, v in asdict(cfg).items() if k != "notes"})
             _write_json(path, out)
-            ckpt = run_path(cfg, column, seed, ".ckpt.h5")
-            if os.path.exists(ckpt):
-                os.remove(ckpt)
+            fault_point("thesis_run")
+            _remove_if_there(run_path(cfg, column, seed, ".ckpt.h5"))
             s = out["summary"]
             log(f"[{cfg.dataset}] {column} seed {seed}: micro F1 {s['micro_f1']:.3f}, macro F1 "
                 f"{s['macro_f1']:.3f}, balanced accuracy {s['balanced_accuracy']:.3f}")

@@ -17,16 +17,18 @@ group with children "0", "1", .... Every group records its keys (and whether eac
 was an int) so a dict comes back with the same keys in the same order. Reading
 uses ``json.loads`` only; nothing is pickled.
 
-The file is written to a temporary file in the same directory, flushed, fsynced,
-then ``os.replace``d over the target: a crash leaves the old checkpoint or the new
-one, never a broken one.
+The file is built in memory, written to a temporary file in the same directory,
+fsynced, then ``os.replace``d over the target: a crash leaves the old checkpoint or
+the new one, never a broken one. A SHA-256 trailer after the HDF5 bytes
+(minicnn.io.integrity) is checked before a checkpoint is read.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-import tempfile
+import time
 
 import h5py
 import numpy as np
@@ -34,7 +36,9 @@ import numpy as np
 from minicnn import random as mrandom
 from minicnn.backends import get_backend
 from minicnn.io.errors import WeightsError
+from minicnn.io.integrity import MARK, array_extents, check_trailer, mark_checksummed, trailer
 from minicnn.io.keras_h5 import open_h5
+from minicnn.io.storage import atomic_write_bytes
 from minicnn.tensor import no_grad
 
 FORMAT = "minicnn-checkpoint"
@@ -125,37 +129,34 @@ def decode_tree(group: h5py.Group):
 
 # ---- atomic writing ---------------------------------------------------------------------
 
-def atomic_write(path: str | os.PathLike, write) -> None:
-    """Call ``write(tmp_path)`` to fill a temporary file next to ``path``, fsync it, then rename it
-    over ``path``: a reader sees the old file or the new one, never a torn one."""
+def atomic_h5_write(path: str | os.PathLike, write, checksum: bool = False) -> None:
+    """Call ``write(h5py.File)`` on an in-memory HDF5 file, then write its bytes to ``path`` atomically
+    (a temporary file next to it, fsynced, renamed over it; minicnn.io.storage.atomic_write_bytes).
+
+    Built in memory so that HDF5 itself never meets a full disk: libhdf5 left in a failed state
+    by a write error crashed later in the same process. A full disk, a file-size limit or a
+    read-only folder is a minicnn.io.storage.StorageError naming ``path`` and the free space,
+    no temporary file is left and ``path`` is untouched. ``checksum``: append a SHA-256
+    trailer (minicnn.io.integrity), checked before the file is read.
+    """
     path = os.path.abspath(os.fspath(path))
-    directory = os.path.dirname(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    if hasattr(os, "O_DIRECTORY"):  # make the rename itself durable
-        dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+    with h5py.File(f"{path}.in-memory", "w", driver="core", backing_store=False) as f:
+        write(f)
+        if checksum:
+            mark_checksummed(f)
+        f.flush()
+        image = f.id.get_file_image()
+        extents = array_extents(f) if checksum else []
+    data = image + trailer(image, extents) if checksum else image
+    atomic_write_bytes(path, data, before_rename=_test_hook_slow_write, point="checkpoint")
 
 
-def atomic_h5_write(path: str | os.PathLike, write) -> None:
-    """Call ``write(h5py.File)`` on a temporary file next to ``path``, then rename it over ``path``."""
-    def fill(tmp: str) -> None:
-        with h5py.File(tmp, "w") as f:
-            write(f)
-            f.flush()
-    atomic_write(path, fill)
+def _test_hook_slow_write() -> None:
+    """$MINICNN_TEST_SLOW_WRITE seconds of sleep between the finished temporary file and its
+    rename: lets the fault tests kill a process in the middle of a checkpoint write."""
+    delay = os.environ.get("MINICNN_TEST_SLOW_WRITE")
+    if delay:
+        time.sleep(float(delay))
 
 
 # ---- checkpoints ------------------------------------------------------------------------
@@ -191,11 +192,17 @@ def save_checkpoint(path: str | os.PathLike, model, optimizer=None, **state) -> 
             group.attrs["class"] = type(optimizer).__name__
         encode_tree(f.create_group("state"), state, "state")
 
-    atomic_h5_write(path, write)
+    atomic_h5_write(path, write, checksum=True)
 
 
-def _open_checkpoint(path: str) -> h5py.File:
+def _open_checkpoint(path: str, verify_content: bool = False) -> h5py.File:
+    checked = verify_content and os.path.isfile(path) and check_trailer(path)   # before HDF5 parses it
     f = open_h5(path)
+    if verify_content and not checked and MARK in f.attrs:
+        f.close()
+        raise WeightsError(f"{path}: corrupt file: it was written with a checksum trailer, which is missing "
+                           f"or damaged (a file cut short, or a disk or copy error); use an earlier checkpoint",
+                           path=path)
     if f.attrs.get("format") != FORMAT:
         f.close()
         raise WeightsError(f"{path}: not a minicnn checkpoint (no @format={FORMAT!r}); for Keras weight "
@@ -207,10 +214,26 @@ def _open_checkpoint(path: str) -> h5py.File:
     return f
 
 
+@contextlib.contextmanager
+def _malformed(path: str):
+    """A checkpoint whose structure is not what save_checkpoint writes (damaged, edited, or from
+    another program: no trailer to check) is a WeightsError naming it, whatever h5py raised."""
+    try:
+        yield
+    except (WeightsError, FileNotFoundError):
+        raise
+    except (KeyError, ValueError, TypeError, IndexError, AttributeError, OSError, RuntimeError) as err:
+        raise WeightsError(f"{path}: not a readable minicnn checkpoint (damaged, or not written by "
+                           f"save_checkpoint): {type(err).__name__}: {err}", path=path) from err
+
+
 def read_checkpoint_weights(path: str | os.PathLike) -> tuple[dict, dict, dict | None]:
-    """({name: array}, {name: trainable}, model_config) of a checkpoint, without a model."""
+    """({name: array}, {name: trainable}, model_config) of a checkpoint, without a model.
+
+    The file's checksums are verified first: a damaged file is a WeightsError naming it.
+    """
     path = os.fspath(path)
-    with _open_checkpoint(path) as f:
+    with _malformed(path), _open_checkpoint(path, verify_content=True) as f:
         group = f["model"]
         names = json.loads(group.attrs["names"])
         arrays = {name: np.asarray(group[name][()]) for name in names}
@@ -250,9 +273,11 @@ def load_checkpoint(path: str | os.PathLike, model=None, optimizer=None, restore
     """
     path = os.fspath(path)
     arrays, trainable, config = read_checkpoint_weights(path)
-    with _open_checkpoint(path) as f:
+    with _malformed(path), _open_checkpoint(path) as f:
         state = decode_tree(f["state"])
         optimizer_state = decode_tree(f["optimizer"]) if "optimizer" in f else None
+        if not isinstance(state, dict):
+            raise TypeError(f"/state holds a {type(state).__name__}, not a table")
     if optimizer is not None and optimizer_state is None:
         raise WeightsError(f"{path}: the checkpoint has no optimizer state, but an optimizer was given", path=path)
     if model is not None:

@@ -175,11 +175,14 @@ def read_keras_weights(path: str | os.PathLike) -> KerasWeightsFile:
                                   keras_version=_string_attr(f.attrs, "keras_version")
                                   or _string_attr(base.attrs, "keras_version"),
                                   backend=_string_attr(f.attrs, "backend") or _string_attr(base.attrs, "backend"))
-        if fmt == "E":
-            result.layers = _read_keras3(f, path)
-            result.layer_names = [layer.label for layer in result.layers]
-        else:
-            result.layer_names, result.layers = _read_legacy(base, path)
+        try:
+            if fmt == "E":
+                result.layers = _read_keras3(f, path)
+                result.layer_names = [layer.label for layer in result.layers]
+            else:
+                result.layer_names, result.layers = _read_legacy(base, path)
+        except UnicodeError as err:      # a name in @layer_names / @weight_names that is not text (fuzzing)
+            raise WeightsError(f"{path}: a layer or weight name is not valid UTF-8 ({err})", path=path) from err
     return result
 
 

@@ -138,10 +138,37 @@ def write_full_model_h5(path, layers: list[KerasLayer], keras3: bool = False, co
 # ---- E: Keras 3 .weights.h5 ----------------------------------------------------------------
 
 def write_keras3_weights_h5(path, layers: list[KerasLayer], name: str = "model") -> None:
-    """Format E: ``/layers/<snake class>[_k]/vars/0, 1`` with @name on every vars group."""
+    """Format E for a Sequential / functional model: ``/layers/<snake class>[_k]/vars/0, 1``
+    with @name on every vars group; a nested model (``layers=`` set) gets its own
+    ``layers`` group (``/layers/functional/layers/conv2d_12/vars``), as Keras 3 writes it.
+    List every layer Keras lists, weightless ones too (InputLayer in a functional model,
+    MaxPooling2D, Flatten, Dropout): the group keys count them."""
     with h5py.File(path, "w") as f:
         f.create_group("vars").attrs["name"] = name
         _write_keras3_layers(f.create_group("layers"), layers)
+
+
+def write_keras3_subclassed_h5(path, attributes: dict[str, KerasLayer], layers: list[KerasLayer] = (),
+                               name: str = "model") -> None:
+    """Format E for a subclassed ``keras.Model``: each attribute holding a sub-model is a
+    root group of the attribute's name (``/block1/layers/conv2d/vars/0``); attributes that
+    are plain layers go in the root ``layers`` list. HDF5 lists groups alphabetically,
+    which is also the order Keras walks attributes: not necessarily the call order."""
+    with h5py.File(path, "w") as f:
+        f.create_group("vars").attrs["name"] = name
+        for attribute, model in attributes.items():
+            _write_keras3_object(f.create_group(attribute), model)
+        if layers:
+            _write_keras3_layers(f.create_group("layers"), list(layers))
+
+
+def _write_keras3_object(group: h5py.Group, layer: KerasLayer) -> None:
+    variables = group.create_group("vars")
+    variables.attrs["name"] = layer.name
+    for i, (_, array) in enumerate(layer.weights):
+        variables.create_dataset(str(i), data=np.asarray(array, "<f4"))
+    if layer.layers is not None:
+        _write_keras3_layers(group.create_group("layers"), layer.layers)
 
 
 def _write_keras3_layers(group: h5py.Group, layers: list[KerasLayer]) -> None:
@@ -150,13 +177,7 @@ def _write_keras3_layers(group: h5py.Group, layers: list[KerasLayer]) -> None:
         key = snake_case(layer.class_name)
         k = counts.get(key, 0)
         counts[key] = k + 1
-        layer_group = group.create_group(key if k == 0 else f"{key}_{k}")
-        variables = layer_group.create_group("vars")
-        variables.attrs["name"] = layer.name
-        for i, (_, array) in enumerate(layer.weights):
-            variables.create_dataset(str(i), data=np.asarray(array, "<f4"))
-        if layer.layers is not None:
-            _write_keras3_layers(layer_group.create_group("layers"), layer.layers)
+        _write_keras3_object(group.create_group(key if k == 0 else f"{key}_{k}"), layer)
 
 
 WRITERS = {

@@ -6,7 +6,9 @@ Matching pairs each weighted layer of the file with one of the model:
 * by order (``by_name=False``): the k-th weighted layer of the file with the k-th of the
   model, as Keras's legacy loader does. For a Keras 3 ``.weights.h5`` file "order" is
   class order (the k-th ``conv2d`` group to the k-th Conv2D), which is how Keras 3
-  itself pairs them, and the only order such a file records.
+  itself pairs them, and the only order such a file records. A subclassed model's
+  attribute groups are saved alphabetically, not in call order: every order of them is
+  tried and the one that fits is used (``_keras3_order_pairs``).
 
 Every pair is then checked (number of arrays, exact shapes, floating dtype, finite
 values) and only if nothing is wrong is anything assigned. Arrays are never
@@ -17,6 +19,7 @@ conv kernels, (in, out) dense kernels, channels-last Flatten), so no conversion 
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 from dataclasses import dataclass, field
@@ -83,24 +86,78 @@ def _shape_list(layer) -> str:
     return ", ".join(f"{attr} {p.shape}" for attr, p in layer.own_parameters())
 
 
-def _pair_layers(weights: KerasWeightsFile, layers: list, by_name: bool):
+def _class_order_pairs(entries: list, layers: list):
+    """The k-th file entry of a class with the k-th model layer of that class (Keras 3 order)."""
+    by_class: dict[str, list] = {}
+    for layer in layers:
+        by_class.setdefault(layer.default_name, []).append(layer)
+    pairs, extra, used, seen = [], [], set(), {}
+    for entry in entries:  # the k-th of a class over the whole file, nested sub-models flattened in order
+        candidates = by_class.get(entry.class_key, [])
+        k = seen[entry.class_key] = seen.get(entry.class_key, -1) + 1
+        if k < len(candidates):
+            pairs.append((entry, candidates[k]))
+            used.add(id(candidates[k]))
+        else:
+            extra.append(entry)
+    return pairs, [layer for layer in layers if id(layer) not in used], extra
+
+
+def _top_group(entry: LayerWeights) -> str:
+    return entry.hdf5_path.strip("/").split("/")[0]
+
+
+def _first_misfit(path: str, pairs, missing, extra) -> str | None:
+    if missing:
+        return f"model layer {missing[0].name!r} gets no weights"
+    if extra:
+        return f"file layer {extra[0].hdf5_path} is left over"
+    for entry, layer in pairs:
+        reason = _check_pair(path, entry, layer)[1]
+        if reason:
+            return f"{reason[len(path) + 2:]} ({entry.hdf5_path})"
+    return None
+
+
+def _keras3_order_pairs(weights: KerasWeightsFile, layers: list, strict: bool):
+    """Class-order pairs for a Keras 3 file, whose top-level groups may not be in call order.
+
+    A subclassed model is saved attribute by attribute, in alphabetical order (``body``,
+    ``classifier``, then ``layers`` for its plain layer attributes), not in the order
+    ``call`` uses them. When the file has several top-level groups, every order of them
+    is tried (up to 5 groups): the one pairing that fits every layer's shapes is used. If
+    none fits (strict), or orders that pair differently fit, WeightsError lists every
+    candidate and nothing is loaded.
+    """
+    entries = list(weights.layers)
+    groups = tuple(dict.fromkeys(_top_group(e) for e in entries))
+    if len(groups) < 2 or len(groups) > 5:
+        return _class_order_pairs(entries, layers)
+    tried = []
+    for order in [groups] + [p for p in itertools.permutations(groups) if p != groups]:
+        ranked = sorted(entries, key=lambda e: order.index(_top_group(e)))   # stable: keeps order in a group
+        result = _class_order_pairs(ranked, layers)
+        tried.append((order, result, _first_misfit(weights.path, *result)))
+    fitting = [(order, result) for order, result, misfit in tried if misfit is None]
+    pairings = {frozenset((id(e), id(layer)) for e, layer in result[0]) for _, result in fitting}
+    if len(pairings) == 1:
+        return fitting[0][1]
+    if not fitting and not strict:
+        return tried[0][1]        # the file's order; load_keras_weights skips what does not fit
+    lines = [f"{', '.join(order)}: {misfit or 'fits'}" for order, _, misfit in tried]
+    why = "no order of them fits" if not fitting else "orders that pair layers differently fit"
+    raise WeightsError(f"{weights.path}: the nested groups of this Keras 3 file cannot be matched by order to the "
+                       f"layers of the model ({why}); nothing loaded. Keras saves a subclassed model's attributes "
+                       f"alphabetically, not in call order. Candidate orders of the top-level groups:\n  "
+                       + "\n  ".join(lines), path=weights.path, problems=lines)
+
+
+def _pair_layers(weights: KerasWeightsFile, layers: list, by_name: bool, strict: bool = True):
     """Returns (pairs [(file entry, model layer)], missing model layers, extra file entries)."""
     entries = list(weights.layers)
     class_order = weights.format == "E" and (not by_name or any(e.name is None for e in entries))
     if class_order:
-        by_class: dict[str, list] = {}
-        for layer in layers:
-            by_class.setdefault(layer.default_name, []).append(layer)
-        pairs, extra, used, seen = [], [], set(), {}
-        for entry in entries:  # the k-th of a class over the whole file, nested sub-models flattened in order
-            candidates = by_class.get(entry.class_key, [])
-            k = seen[entry.class_key] = seen.get(entry.class_key, -1) + 1
-            if k < len(candidates):
-                pairs.append((entry, candidates[k]))
-                used.add(id(candidates[k]))
-            else:
-                extra.append(entry)
-        return pairs, [layer for layer in layers if id(layer) not in used], extra
+        return _keras3_order_pairs(weights, layers, strict)
     if not by_name:
         n = min(len(entries), len(layers))
         return list(zip(entries[:n], layers[:n])), layers[n:], entries[n:]
@@ -163,7 +220,7 @@ def load_keras_weights(model, path: str | os.PathLike, by_name: bool = True, str
     path = os.fspath(path)
     weights = read_keras_weights(path)
     layers = weighted_layers(model)
-    pairs, missing, extra = _pair_layers(weights, layers, by_name)
+    pairs, missing, extra = _pair_layers(weights, layers, by_name, strict)
     report = LoadReport(path, weights.format)
     problems: list[tuple[str, dict]] = []  # (message, WeightsError details): layers that do not pair up
     broken: list[tuple[str, dict]] = []  # values no model should get, strict or not

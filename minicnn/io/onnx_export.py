@@ -19,13 +19,14 @@ from __future__ import annotations
 import numpy as np
 
 from minicnn.functional import _same
-from minicnn.io.checkpoint import atomic_write
-from minicnn.nn.layers import Conv2D, Dense, Dropout, Flatten, GlobalAveragePooling2D, MaxPool2D, ReLU
+from minicnn.io.storage import atomic_write
+from minicnn.nn import layers as L
 
 OPSET = 17
 IR_VERSION = 8  # the IR version that goes with opset 17; older runtimes refuse newer ones
 INPUT_NAME, OUTPUT_NAME = "input", "output"
-SUPPORTED = (Conv2D, MaxPool2D, GlobalAveragePooling2D, ReLU, Dense, Flatten, Dropout)
+SUPPORTED = (L.Conv2D, L.MaxPool2D, L.AveragePooling2D, L.GlobalAveragePooling2D, L.ReLU, L.Dense, L.Flatten,
+             L.Dropout, L.Rescaling, L.Softmax)
 _TO_NCHW, _TO_NHWC = (0, 3, 1, 2), (0, 2, 3, 1)
 
 
@@ -73,7 +74,7 @@ class _GraphBuilder:
 
 def _add_layer(g: _GraphBuilder, layer, shape: tuple) -> None:
     name = layer.name
-    if isinstance(layer, Conv2D):
+    if isinstance(layer, L.Conv2D):
         g.to_layout("NCHW", name)
         inputs = [g.weight(f"{name}.kernel", layer.kernel.numpy().transpose(3, 2, 0, 1))]  # HWIO -> OIHW
         if layer.bias is not None:
@@ -82,30 +83,43 @@ def _add_layer(g: _GraphBuilder, layer, shape: tuple) -> None:
               pads=_pads(layer.padding, shape[1:3], layer.kernel_size, layer.strides))
         if layer.activation == "relu":
             g.add("Relu", name)
-    elif isinstance(layer, MaxPool2D):
+    elif isinstance(layer, L.MaxPool2D):
         g.to_layout("NCHW", name)
         g.add("MaxPool", name, kernel_shape=list(layer.pool_size), strides=list(layer.strides),
               pads=_pads(layer.padding, shape[1:3], layer.pool_size, layer.strides))
-    elif isinstance(layer, GlobalAveragePooling2D):
+    elif isinstance(layer, L.AveragePooling2D):   # Keras does not count padded pixels
+        g.to_layout("NCHW", name)
+        g.add("AveragePool", name, kernel_shape=list(layer.pool_size), strides=list(layer.strides),
+              pads=_pads(layer.padding, shape[1:3], layer.pool_size, layer.strides), count_include_pad=0)
+    elif isinstance(layer, L.GlobalAveragePooling2D):
         g.to_layout("NCHW", name)
         g.add("GlobalAveragePool", name)   # (N, C, 1, 1)
         g.add("Flatten", name, axis=1)
         g.layout = "flat"
-    elif isinstance(layer, Flatten):
+    elif isinstance(layer, L.Flatten):
         g.to_layout("NHWC", name)          # Keras flattens channels-last: index ((h * W) + w) * C + c
         g.add("Flatten", name, axis=1)
         g.layout = "flat"
-    elif isinstance(layer, Dense):
+    elif isinstance(layer, L.Dense):
         inputs = [g.weight(f"{name}.kernel", layer.kernel.numpy())]  # y = x @ kernel (+ bias)
         if layer.bias is not None:
             inputs.append(g.weight(f"{name}.bias", layer.bias.numpy()))
         g.add("Gemm", name, inputs)
         if layer.activation == "relu":
             g.add("Relu", name)
-    elif isinstance(layer, ReLU):
+    elif isinstance(layer, L.ReLU):
         g.add("Relu", name)
-    elif isinstance(layer, Dropout):
+    elif isinstance(layer, L.Dropout):
         g.add("Identity", name)            # inference: no mask, no scaling (inverted dropout)
+    elif isinstance(layer, L.Rescaling):     # per-channel constants broadcast over C, wherever C is
+        per_channel = (-1, 1, 1) if g.layout == "NCHW" else (-1,)
+        for op, value in (("Mul", layer.scale), ("Add", layer.offset)):
+            g.add(op, name, [g.weight(f"{name}.{op.lower()}", value.reshape(per_channel) if value.ndim else value)])
+    elif isinstance(layer, L.Softmax):
+        if g.layout != "flat":
+            raise OnnxError(f"layer {name!r} (Softmax) on a feature map: only a softmax over features "
+                            f"(after Flatten / Dense) can be exported", layer=name)
+        g.add("Softmax", name, axis=-1)
 
 
 def build_onnx_model(model, input_shape=None, softmax: bool = False):

@@ -1,6 +1,7 @@
 """Layers and containers (Keras names and defaults)."""
 
 from minicnn.nn.layers import (
+                               AveragePooling2D,
                                Conv2D,
                                Dense,
                                Dropout,
@@ -8,13 +9,18 @@ from minicnn.nn.layers import (
                                GlobalAveragePooling2D,
                                MaxPool2D,
                                ReLU,
+                               Rescaling,
+                               Softmax,
                                glorot_uniform,
 )
 from minicnn.nn.module import Module, Parameter, Sequential, reset_names, unique_name
 
 MaxPooling2D = MaxPool2D  # Keras' other name for it
+AvgPool2D = AveragePooling2D
 
 __all__ = [
+                               "AveragePooling2D",
+                               "AvgPool2D",
                                "Conv2D",
                                "Dense",
                                "Dropout",
@@ -25,7 +31,9 @@ __all__ = [
                                "Module",
                                "Parameter",
                                "ReLU",
+                               "Rescaling",
                                "Sequential",
+                               "Softmax",
                                "glorot_uniform",
                                "reset_names",
                                "unique_name",

@@ -1,4 +1,5 @@
-"""Keras-named layers: Conv2D, MaxPool2D, Dense, Flatten, Dropout, ReLU, GlobalAveragePooling2D.
+"""Keras-named layers: Conv2D, MaxPool2D, AveragePooling2D, Dense, Flatten, Dropout, ReLU,
+GlobalAveragePooling2D, Rescaling, Softmax.
 
 Weights are created at the first call (or by ``build``), when the input's
 channel count is known: Glorot-uniform kernels and zero biases, as Keras does,
@@ -96,15 +97,16 @@ class Conv2D(Module):
         return 2 * oh * ow * co * kh * kw * ci
 
 
-class MaxPool2D(Module):
-    default_name = "max_pooling2d"
+class _Pool2D(Module):
+    """What max and average pooling share: the window, the strides and the padding."""
 
     def __init__(self, pool_size=2, strides=None, padding="valid", name: str | None = None):
         super().__init__(name)
-        self.pool_size = _pair(pool_size, "pool_size", f"MaxPool2D {self.name!r}")
-        self.strides = self.pool_size if strides is None else _pair(strides, "strides", "MaxPool2D")
+        what = f"{type(self).__name__} {self.name!r}"
+        self.pool_size = _pair(pool_size, "pool_size", what)
+        self.strides = self.pool_size if strides is None else _pair(strides, "strides", what)
         if padding not in ("same", "valid"):
-            raise ValueError(f"MaxPool2D {self.name!r}: padding must be 'same' or 'valid', got {padding!r}")
+            raise ValueError(f"{what}: padding must be 'same' or 'valid', got {padding!r}")
         self.padding = padding
 
     def compute_output_shape(self, input_shape):
@@ -112,12 +114,25 @@ class MaxPool2D(Module):
         (ph, pw), (sh, sw) = self.pool_size, self.strides
         return (n, _window_output(h, ph, sh, self.padding), _window_output(w, pw, sw, self.padding), c)
 
+    def flops(self) -> int:
+        _, oh, ow, c = self.output_shape
+        return oh * ow * c * self.pool_size[0] * self.pool_size[1]  # comparisons or additions
+
+
+class MaxPool2D(_Pool2D):
+    default_name = "max_pooling2d"
+
     def forward(self, x):
         return F.max_pool2d(x, self.pool_size, self.strides, self.padding)
 
-    def flops(self) -> int:
-        _, oh, ow, c = self.output_shape
-        return oh * ow * c * self.pool_size[0] * self.pool_size[1]  # comparisons
+
+class AveragePooling2D(_Pool2D):
+    """Mean of each window; with "same" padding the padded pixels are not counted, as in Keras."""
+
+    default_name = "average_pooling2d"
+
+    def forward(self, x):
+        return F.avg_pool2d(x, self.pool_size, self.strides, self.padding)
 
 
 class Dense(Module):
@@ -192,3 +207,41 @@ class GlobalAveragePooling2D(Module):
     def forward(self, x):
         return F.global_avg_pool2d(x)
 
+
+
+class Rescaling(Module):
+    """y = x * scale + offset over the last axis (a number, or one per channel / feature).
+
+    Keras' Rescaling; ONNX graphs express input normalisation ((x - mean) / std) this way.
+    The constants are not weights: they are neither trained nor stored in weight files.
+    """
+
+    default_name = "rescaling"
+
+    def __init__(self, scale=1.0, offset=0.0, name: str | None = None):
+        super().__init__(name)
+        self.scale = np.asarray(scale, np.float32)
+        self.offset = np.asarray(offset, np.float32)
+        for what, value in (("scale", self.scale), ("offset", self.offset)):
+            if value.ndim > 1:
+                raise ValueError(f"Rescaling {self.name!r}: {what} must be a number or a vector over the "
+                                 f"last axis, got shape {value.shape}")
+
+    def build(self, input_shape):
+        for what, value in (("scale", self.scale), ("offset", self.offset)):
+            if value.ndim == 1 and value.shape[0] != input_shape[-1]:
+                raise ValueError(f"Rescaling {self.name!r}: {what} has {value.shape[0]} values but the input "
+                                 f"has {input_shape[-1]} channels (shape {tuple(input_shape)})")
+        return super().build(input_shape)
+
+    def forward(self, x):
+        return x * self.scale + self.offset
+
+
+class Softmax(Module):
+    """Probabilities over the last axis (minicnn's losses take logits; this is for inference)."""
+
+    default_name = "softmax"
+
+    def forward(self, x):
+        return F.softmax(x)

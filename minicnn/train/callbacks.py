@@ -17,6 +17,7 @@ so that a resumed run continues exactly where the checkpoint was written.
 from __future__ import annotations
 
 import csv
+import io
 import math
 import os
 import sys
@@ -273,9 +274,16 @@ class CSVLogger(Callback):
         self._write((header or []) + [row], "a")
 
     def _write(self, rows, mode):
+        """Rewrite the file whole and rename it into place (a kill or a full disk never tears a row)."""
+        from minicnn.io.storage import atomic_write_text
         os.makedirs(os.path.dirname(os.path.abspath(self.filename)), exist_ok=True)
-        with open(self.filename, mode, newline="") as f:
-            csv.writer(f, delimiter=self.separator).writerows(rows)
+        old = ""
+        if mode == "a" and os.path.exists(self.filename):
+            with open(self.filename, newline="") as f:
+                old = f.read()
+        text = io.StringIO()
+        csv.writer(text, delimiter=self.separator).writerows(rows)
+        atomic_write_text(self.filename, old + text.getvalue())
 
     def state_dict(self):
         return {"keys": self.keys}

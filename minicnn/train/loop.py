@@ -19,6 +19,8 @@ them are frozen, optimizer buffers and learning rates, the random generator
 
 from __future__ import annotations
 
+import math
+import os
 import sys
 import time
 import warnings
@@ -27,12 +29,21 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from minicnn import metrics as M
+from minicnn import random as mrandom
 from minicnn.functional import softmax, softmax_cross_entropy
+from minicnn.io.storage import fault_point
 from minicnn.tensor import Tensor, no_grad
-from minicnn.train.cache import FeatureCache, frozen_prefix
+from minicnn.train.cache import FeatureCache, PrefixCaching, frozen_prefix
 from minicnn.train.callbacks import Callback, ModelCheckpoint, NonFiniteLoss, ProgressBar, TerminateOnNaN
 from minicnn.train.sources import Source, as_source
-from minicnn.train.state import load_training_state, save_training_state
+from minicnn.train.state import (
+    Checkpointing,
+    EpochProgress,
+    Interrupted,
+    NonFiniteInput,
+    StopSignals,
+    check_inputs,
+)
 
 METRICS = {"macro_f1": lambda t, p: M.f1_score(t, p, "macro"),
            "micro_f1": lambda t, p: M.f1_score(t, p, "micro"),
@@ -46,6 +57,7 @@ class History:
     def __init__(self, history: dict | None = None):
         self.history: dict[str, list[float]] = {k: list(v) for k, v in (history or {}).items()}
         self.stop_reason: str | None = None
+        self.bad_files: dict[str, str] = {}   # {path: reason} of images skipped as unreadable
 
     @property
     def epochs(self) -> int:
@@ -97,7 +109,7 @@ def check_classes(model, source: Source, what: str) -> None:
                          f"{n_classes} classes{listed}; build the model with {n_classes} classes")
 
 
-class Trainer:
+class Trainer(Checkpointing, PrefixCaching):
     """The state of one fit() call; callbacks receive it."""
 
     def __init__(self, model, optimizer, loss_fn, epochs, batch_size, callbacks, metric_names,
@@ -120,34 +132,33 @@ class Trainer:
         self.last_checkpoint: str | None = None
         self._completed = 0
         self.info: dict = {}
+        # mid-epoch checkpoints (see fit's checkpoint_minutes) and SIGINT / SIGTERM
+        self.checkpoint_path: str | None = None
+        self.checkpoint_seconds = math.inf
+        self.signals: StopSignals | None = None
+        self.progress: EpochProgress | None = None       # the epoch in progress
+        self.resume_progress: dict | None = None         # a checkpoint's unfinished epoch, to continue
+        self._saved_position: tuple | None = None
+        self.resume_caches: dict = {}                    # a checkpoint's feature-cache plans
+        self._last_save = time.monotonic()
 
     # ---- messages and state ---------------------------------------------------------
     def log(self, message: str) -> None:
         if self.verbose:
             print(message, file=sys.stderr, flush=True)
 
-    def save_state(self, path: str) -> str:
-        """Write a resumable checkpoint of the state after the last completed epoch."""
-        save_training_state(path, self.model, self.optimizer, epoch=self._completed, epochs=self.epochs,
-                            info=self.info,
-                            history=self.history.history,
-                            callbacks=[{"type": type(cb).__name__, "state": cb.state_dict()}
-                                       for cb in self.callbacks])
-        self.last_checkpoint = path
-        return path
+    def note_bad_files(self, *sources) -> None:
+        """Record (and, unless the source does it itself, warn about) newly skipped unreadable images."""
+        from minicnn.data.loader import describe_bad_files
 
-    def load(self, path: str) -> None:
-        """Restore weights, frozen flags, optimizer, random state, history and callbacks from ``path``."""
-        state = load_training_state(path, self.model, self.optimizer)
-        self.history = History(state["history"])
-        saved = list(state["callbacks"])
-        types = [type(cb).__name__ for cb in self.callbacks]
-        if [s["type"] for s in saved] != types:
-            raise ValueError(f"checkpoint {path} was written with callbacks {[s['type'] for s in saved]}, "
-                             f"this run has {types}: pass the same callbacks to resume")
-        for cb, s in zip(self.callbacks, saved):
-            cb.load_state_dict(s["state"])
-        self.initial_epoch = int(state["epoch"])
+        for source in sources:
+            if source is None:
+                continue
+            new = {p: r for p, r in source.bad_files.items() if p not in self.history.bad_files}
+            self.history.bad_files.update(new)
+            if new and not source.reports_bad_files:
+                warnings.warn(f"skipped {len(new)} unreadable image(s): {describe_bad_files(new)}",
+                              RuntimeWarning, stacklevel=3)
 
     def close(self) -> None:
         """Free the feature caches."""
@@ -156,23 +167,14 @@ class Trainer:
         self._caches.clear()
 
     # ---- forward passes ---------------------------------------------------------------
-    def _cache_for(self, key: str, source: Source, k: int) -> FeatureCache | None:
-        if not (self.feature_cache and k and source.indexable and not source.augmented):
-            return None
-        held = self._caches.get(key)
-        if held is None or held[0] != k:          # the frozen prefix changed (two-phase): start over
-            if held is not None:
-                held[1].close()
-            held = (k, FeatureCache(len(source), self.feature_cache, self.cache_dir))
-            self._caches[key] = held
-        return held[1]
-
     def forward(self, x: np.ndarray, idx, k: int, cache: FeatureCache | None) -> Tensor:
         """Logits for a batch: the first k (frozen) layers without a graph, from the cache when there."""
         layers = getattr(self.model, "layers", None)
         x = np.asarray(x, self.dtype)             # inputs follow the weights' dtype
         if not k or layers is None:
             return self.model(Tensor(x, device=self.device))
+        if idx is None:                           # a batch that cannot say which images it holds
+            cache = None
         if cache is not None and cache.has(idx):
             h = Tensor(cache.get(idx), device=self.device)
         else:
@@ -197,10 +199,21 @@ class Trainer:
         cache = self._cache_for("train", source, k)
         params = [(n, p) for n, p in self.model.named_parameters() if p.trainable]
         nan_guard = [cb for cb in self.callbacks if isinstance(cb, TerminateOnNaN)]
-        total_loss, seen, correct = 0.0, 0, 0
-        y_true, y_pred = [], []
-        start = time.perf_counter()
-        for b, (idx, x, y) in enumerate(source.batches(self.batch_size, self.shuffle, epoch)):
+        resume_rng = None
+        if self.resume_progress is not None:       # continue the epoch a checkpoint stopped in
+            p = EpochProgress.from_state(self.resume_progress, self.batch_size)
+            self.resume_progress, resume_rng = None, mrandom.get_state()
+            mrandom.set_state(p.epoch_rng)          # so the epoch's order is drawn again, the same
+        else:
+            p = EpochProgress(epoch, self.batch_size, mrandom.get_state())
+        self.progress = p
+        start = time.perf_counter() - p.elapsed
+        for b, (idx, x, y) in enumerate(source.batches(self.batch_size, self.shuffle, epoch, start=p.cursor),
+                                        start=p.batches):
+            if resume_rng is not None:              # ... then the random state of the checkpoint
+                mrandom.set_state(resume_rng)
+                resume_rng = None
+            check_inputs(x, f"{b + 1} of epoch {epoch + 1}", idx, source)
             logits = self.forward(x, idx, k, cache)
             loss = self.loss_fn(logits, y)
             value = float(loss.item())
@@ -211,25 +224,23 @@ class Trainer:
             if self.grad_hook is not None:
                 self.grad_hook(params)
             self.optimizer.step()
+            fault_point("batch")
             pred = np.argmax(logits.numpy(), axis=1)
-            n = len(y)
-            total_loss += value * n
-            seen += n
-            correct += int((pred == y).sum())
-            y_true.append(y)
-            y_pred.append(pred)
-            elapsed = time.perf_counter() - start
-            self.running = {"loss": total_loss / seen, "accuracy": correct / seen,
-                            "images_per_s": seen / max(elapsed, 1e-9)}
+            p.add(value, y, pred, source.cursor)
+            p.elapsed = time.perf_counter() - start
+            self.running = {"loss": p.total_loss / p.seen, "accuracy": p.correct / p.seen,
+                            "images_per_s": p.seen / max(p.elapsed, 1e-9)}
             for cb in self.callbacks:
-                cb.on_batch_end(self, b, {"loss": value, "size": n})
-        elapsed = time.perf_counter() - start
-        row = {"loss": total_loss / max(seen, 1), "accuracy": correct / max(seen, 1)}
-        t, p = np.concatenate(y_true), np.concatenate(y_pred)
+                cb.on_batch_end(self, b, {"loss": value, "size": len(y)})
+            self.at_boundary(f"in epoch {epoch + 1} after batch {b + 1}")
+        if resume_rng is not None:                  # the checkpoint was taken after the last batch
+            mrandom.set_state(resume_rng)
+        row = {"loss": p.total_loss / max(p.seen, 1), "accuracy": p.correct / max(p.seen, 1)}
+        t, pr = p.labels()
         for name in self.metric_names:
-            row[name] = METRICS[name](t, p)
-        row["images_per_s"] = seen / max(elapsed, 1e-9)
-        row["time_s"] = elapsed
+            row[name] = METRICS[name](t, pr)
+        row["images_per_s"] = p.seen / max(p.elapsed, 1e-9)
+        row["time_s"] = p.elapsed
         return row
 
     def evaluate(self, source: Source, key: str = "val") -> dict:
@@ -247,13 +258,17 @@ def run_inference(trainer: Trainer, source: Source, k: int, cache, with_loss: bo
     ys, probs = [], []
     try:
         with no_grad():
-            for idx, x, y in source.batches(trainer.batch_size, shuffle=False):
+            for b, (idx, x, y) in enumerate(source.batches(trainer.batch_size, shuffle=False)):
+                check_inputs(x, f"{b + 1} of the {'validation' if with_loss else 'prediction'} data", idx, source)
                 logits = trainer.forward(x, idx, k, cache)
                 if with_loss:
                     total += float(trainer.loss_fn(logits, y).item()) * len(y)
                 probs.append(softmax(logits).numpy())
                 ys.append(y)
                 seen += len(y)
+                fault_point("val_batch")
+                if trainer.signals is not None and trainer.signals.received is not None:
+                    trainer.at_boundary(f"in the validation after epoch {trainer.progress.epoch + 1}")
     finally:
         model.train(was_training)
     p = np.concatenate(probs)
@@ -268,7 +283,8 @@ def fit(model, train, val=None, optimizer=None, loss="cross_entropy", epochs: in
         shuffle: bool = True, verbose: int = 1, resume: str | None = None, checkpoint: str | None = None,
         grad_hook: Callable | None = None, feature_cache: str | None = "auto", cache_dir: str | None = None,
         transform: Callable | None = None, terminate_on_nan: bool = True,
-        checkpoint_info: dict | None = None) -> History:
+        checkpoint_info: dict | None = None, checkpoint_minutes: float | None = None,
+        after_resume: Callable | None = None) -> History:
     """Train ``model`` for ``epochs`` epochs; returns a History.
 
     train, val: (x, y) arrays, minicnn.data Datasets (pixels through ``transform``,
@@ -289,6 +305,14 @@ def fit(model, train, val=None, optimizer=None, loss="cross_entropy", epochs: in
     frozen prefix of the network (see minicnn.train.cache); cache_dir for "disk".
     checkpoint_info: JSON-able facts stored in every checkpoint as ``info`` (class
     names, image size, preprocessing), for tools that load the model later.
+    checkpoint_minutes: also write ``checkpoint`` within an epoch, between two batches,
+    when this many minutes have passed since the last write (default
+    $MINICNN_CHECKPOINT_MINUTES, else 10; 0: after every batch). The first SIGINT or
+    SIGTERM during training writes one too, then raises minicnn.train.state.Interrupted
+    (a KeyboardInterrupt); resuming from it continues from the next batch, with the
+    numbers an uninterrupted run would have had.
+    after_resume: called as after_resume(trainer) once a resumed state is loaded (to
+    change, say, a learning rate on purpose).
     """
     from minicnn.optim import Adam
 
@@ -324,46 +348,74 @@ def fit(model, train, val=None, optimizer=None, loss="cross_entropy", epochs: in
                       shuffle, verbose, grad_hook, feature_cache, cache_dir)
     trainer.samples_per_epoch = len(train_src)
     trainer.info = dict(checkpoint_info or {})
+    if checkpoint is not None and train_src.resumable:
+        trainer.checkpoint_path = checkpoint
+        if checkpoint_minutes is None:
+            checkpoint_minutes = float(os.environ.get("MINICNN_CHECKPOINT_MINUTES", "10"))
+        trainer.checkpoint_seconds = 60.0 * checkpoint_minutes
     if resume is not None:
         trainer.load(resume)
-        trainer.log(f"resuming from {resume} after epoch {trainer.initial_epoch}")
+        partial = trainer.resume_progress
+        trainer.log(f"resuming from {resume} " + (f"in epoch {trainer.initial_epoch + 1} after batch "
+                                                  f"{int(partial['batches'])}" if partial else
+                                                  f"after epoch {trainer.initial_epoch}"))
+        if after_resume is not None:
+            after_resume(trainer)
     trainer._completed = trainer.initial_epoch
     for cb in cbs:
         cb.on_train_begin(trainer)
-    epoch = trainer.initial_epoch
     try:
-        for epoch in range(trainer.initial_epoch, epochs):
-            for cb in cbs:
-                cb.on_epoch_begin(trainer, epoch)
-            row = trainer.train_epoch(epoch, train_src)
-            if val_src is not None:
-                start = time.perf_counter()
-                v = trainer.evaluate(val_src)
-                row.update({"val_loss": v["loss"], "val_accuracy": v["accuracy"]})
-                for name in metrics:
-                    row[f"val_{name}"] = METRICS[name](v["y_true"], v["y_pred"])
-                row["val_time_s"] = time.perf_counter() - start
-            row["lr"] = float(optimizer.param_groups[0]["lr"])
-            trainer.history.append(row)
-            trainer._completed = epoch + 1
-            for cb in cbs:
-                cb.on_epoch_end(trainer, epoch, row)
-            if trainer.stop_training:
-                break
-    except NonFiniteLoss as e:
+        with StopSignals() as trainer.signals:
+            _epochs(trainer, train_src, val_src, metrics)
+    except (NonFiniteLoss, NonFiniteInput) as e:
         trainer.history.stop_reason = str(e)
         kept = f"; last good checkpoint: {trainer.last_checkpoint}" if trainer.last_checkpoint else ""
         warnings.warn(str(e) + kept, RuntimeWarning, stacklevel=2)
-    except KeyboardInterrupt:
-        where = f" (last checkpoint: {trainer.last_checkpoint}, resume with resume=...)" \
-            if trainer.last_checkpoint else ""
-        print(f"\ninterrupted during epoch {epoch + 1}{where}", file=sys.stderr, flush=True)
+    except KeyboardInterrupt as e:
+        if isinstance(e, Interrupted):
+            print(f"\n{e}", file=sys.stderr, flush=True)
+        else:
+            where = f" (last checkpoint: {trainer.last_checkpoint}, resume with resume=...)" \
+                if trainer.last_checkpoint else ""
+            print(f"\ninterrupted during epoch {trainer._completed + 1}{where}", file=sys.stderr, flush=True)
         trainer.close()
         raise
+    finally:
+        trainer.signals = None
     for cb in cbs:
         cb.on_train_end(trainer)
     trainer.close()
+    if trainer.history.bad_files:
+        trainer.log(f"{len(trainer.history.bad_files)} unreadable image(s) skipped (history.bad_files lists them)")
     return trainer.history
+
+
+def _epochs(trainer: Trainer, train_src: Source, val_src: Source | None, metrics) -> None:
+    """fit()'s loop over the epochs still to run."""
+    cbs, optimizer = trainer.callbacks, trainer.optimizer
+    for epoch in range(trainer.initial_epoch, trainer.epochs):
+        if trainer.stop_training:               # a resumed run that had already stopped
+            break
+        trainer.at_boundary(f"before epoch {epoch + 1}")
+        for cb in cbs:
+            cb.on_epoch_begin(trainer, epoch)
+        row = trainer.train_epoch(epoch, train_src)
+        if val_src is not None:
+            start = time.perf_counter()
+            v = trainer.evaluate(val_src)
+            row.update({"val_loss": v["loss"], "val_accuracy": v["accuracy"]})
+            for name in metrics:
+                row[f"val_{name}"] = METRICS[name](v["y_true"], v["y_pred"])
+            row["val_time_s"] = time.perf_counter() - start
+        row["lr"] = float(optimizer.param_groups[0]["lr"])
+        trainer.note_bad_files(train_src, val_src)
+        trainer.history.append(row)
+        trainer._completed = epoch + 1
+        trainer.progress = None
+        for cb in cbs:
+            cb.on_epoch_end(trainer, epoch, row)
+        if trainer.stop_training:
+            break
 
 
 def evaluate(model, data, batch_size: int = 32, transform=None, loss="cross_entropy", class_weight=None) -> dict:
@@ -375,6 +427,7 @@ def evaluate(model, data, batch_size: int = 32, transform=None, loss="cross_entr
     trainer = Trainer(model, None, _loss_fn(loss, class_weight), 0, batch_size, [], [], False, 0, None, None, None)
     out = run_inference(trainer, source, 0, None, with_loss=True)
     out.update(M.summary(out["y_true"], out["y_pred"], _output_units(model)))
+    out["bad_files"] = dict(source.bad_files)
     return out
 
 

@@ -35,6 +35,12 @@ class Source:
     class_names: list[str] | None = None
     indexable = True           # batches carry indices (cacheable)
     augmented = False          # images change from epoch to epoch (not cacheable)
+    reports_bad_files = False  # warns about unreadable files itself (the DataLoader does)
+
+    @property
+    def bad_files(self) -> dict[str, str]:
+        """{path: reason} of the images skipped so far because they could not be decoded."""
+        return {}
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -42,14 +48,23 @@ class Source:
     def take(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         raise NotImplementedError
 
-    def batches(self, batch_size: int, shuffle: bool,
-                epoch: int = 0) -> Iterator[tuple[np.ndarray | None, np.ndarray, np.ndarray]]:
+    resumable = True           # batches(start=b) can begin an epoch at its batch b
+    cursor = 0                 # after a yielded batch: the ``start`` that resumes right after it
+
+    def batches(self, batch_size: int, shuffle: bool, epoch: int = 0,
+                start: int = 0) -> Iterator[tuple[np.ndarray | None, np.ndarray, np.ndarray]]:
+        """The epoch's batches from batch ``start`` on (the order is drawn in full, then cut)."""
         n = len(self)
         order = mrandom.generator().permutation(n) if shuffle else np.arange(n)
-        for start in range(0, n, batch_size):
-            idx = order[start:start + batch_size]
-            x, y = self.take(idx)
-            yield idx, x, y
+        for b in range(start, -(-n // batch_size)):
+            batch = self.fetch(order[b * batch_size:(b + 1) * batch_size])
+            self.cursor = b + 1
+            if batch is not None:
+                yield batch
+
+    def fetch(self, indices: np.ndarray):
+        """``(indices, x, y)`` of the samples ``indices`` that load (None if none does)."""
+        return (indices, *self.take(indices))
 
     def sample_shape(self) -> tuple[int, ...]:
         return self.take(np.arange(1))[0].shape[1:]
@@ -85,17 +100,41 @@ class DatasetSource(Source):
         self.labels = np.asarray(dataset.labels, np.int64)
         self.class_names = list(getattr(dataset, "class_names", []) or []) or None
         self.augmented = bool(getattr(dataset, "augment", None))
+        self._bad: dict[str, str] = {}
+
+    @property
+    def bad_files(self):
+        return self._bad
 
     def take(self, indices):
         images = np.stack([self.dataset[int(i)][0] for i in indices])
         return self.transform(images), self.labels[indices]
 
+    def fetch(self, indices):
+        """Skips (and records by path) images that cannot be decoded, as the DataLoader does."""
+        from minicnn.data.errors import CorruptImageError
+
+        images, kept = [], []
+        for i in indices:
+            try:
+                images.append(self.dataset[int(i)][0])
+            except CorruptImageError as err:
+                self._bad[err.path] = err.reason
+                continue
+            kept.append(int(i))
+        if not kept:
+            return None
+        kept = np.asarray(kept, np.int64)
+        return kept, self.transform(np.stack(images)), self.labels[kept]
+
 
 class DataLoaderSource(Source):
     """minicnn.data.DataLoader: its own order (a function of its seed and the epoch),
-    augmentation and threads. Batch positions come from ``loader.batches(epoch)``;
-    once the loader has skipped an unreadable file they may no longer line up
-    with the batches, so from then on batches carry no indices (no caching)."""
+    augmentation and threads. Each batch carries the positions of the images it
+    holds (the loader reports them), so a batch one shorter because an unreadable
+    file was skipped still lines up with the feature cache."""
+
+    reports_bad_files = True
 
     def __init__(self, loader, transform=None):
         self.loader = loader
@@ -107,24 +146,48 @@ class DataLoaderSource(Source):
         if len(self.labels) == 0:
             raise ValueError(f"the data set {ds!r} is empty")
 
-    def batches(self, batch_size, shuffle, epoch=0):
-        self.loader.set_epoch(epoch)
-        plan = self.loader.batches(epoch)
-        for b, (x, y) in enumerate(self.loader):
-            y = np.asarray(y).reshape(-1).astype(np.int64)
-            idx = plan[b] if (not self.loader.bad_files and b < len(plan) and len(plan[b]) == len(y)) else None
-            x = self.transform(x) if np.asarray(x).dtype == np.uint8 else np.asarray(x)
-            yield idx, x, y
+    @property
+    def bad_files(self):
+        return self.loader.bad_files
+
+    def batches(self, batch_size, shuffle, epoch=0, start=0):
+        self.loader.set_epoch(epoch, start_batch=start)
+        asked = self.loader.return_index
+        self.loader.return_index = True          # the positions of the images each batch kept
+        try:
+            for x, y, idx in self.loader:
+                y = np.asarray(y).reshape(-1).astype(np.int64)
+                x = self.transform(x) if np.asarray(x).dtype == np.uint8 else np.asarray(x)
+                self.cursor = self.loader.batches_done
+                yield np.asarray(idx, np.int64), x, y
+        finally:
+            self.loader.return_index = asked
 
     def take(self, indices):
         images = np.stack([self.loader.load(int(i)) for i in indices])
         return self.transform(images), self.labels[indices]
+
+    def fetch(self, indices):
+        """The samples ``indices`` as the loader makes a batch of them (its preprocessing; skipping
+        unreadable files), as unaugmented training or validation sees them."""
+        previous = self.loader.return_index
+        self.loader.return_index = True
+        try:
+            made = self.loader._make_batch(np.asarray(indices, np.int64), self.loader.epoch)
+        finally:
+            self.loader.return_index = previous
+        if made is None:
+            return None
+        x, y, kept = made
+        x = self.transform(x) if np.asarray(x).dtype == np.uint8 else np.asarray(x)
+        return np.asarray(kept, np.int64), x, np.asarray(y, np.int64)
 
 
 class LoaderSource(Source):
     """Any other iterable of (x, y) batches, re-iterated every epoch (never cached)."""
 
     indexable = False
+    resumable = False
 
     def __init__(self, loader, transform=None):
         self.loader = loader
@@ -137,7 +200,10 @@ class LoaderSource(Source):
         else:
             self.labels = np.concatenate([np.asarray(y).reshape(-1) for _, y in loader]).astype(np.int64)
 
-    def batches(self, batch_size, shuffle, epoch=0):
+    def batches(self, batch_size, shuffle, epoch=0, start=0):
+        if start:
+            raise ValueError("a plain iterable of batches cannot start an epoch at batch "
+                             f"{start}: resume it from an epoch's end")
         for batch in self.loader:
             x, y = np.asarray(batch[0]), np.asarray(batch[1]).reshape(-1).astype(np.int64)
             yield None, (self.transform(x) if x.dtype == np.uint8 else x), y

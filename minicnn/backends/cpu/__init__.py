@@ -31,7 +31,7 @@ xp = np
 
 # ---- which algorithm a convolution takes ---------------------------------------------
 #
-# Measured on 2 cores (AVX2, OpenBLAS), VGG16 shapes; each threshold is read at call time.
+# Measured on this project's 2-core VM on VGG16's shapes; each threshold is read at call time.
 #
 # Layers with fewer input channels than this take the direct loops (a GEMM with K = 27 for
 # RGB is too thin for BLAS).

@@ -9,7 +9,13 @@ block2 (functional) and head (Sequential) hold the layers (groups block1/layers/
 vgg_sequential.weights.h5 / .keras: the thesis' model shape, Sequential([VGG-shaped functional "vgg16"
 (13 convs named block1_conv1 ..., tiny widths), Flatten, Dense, Dropout, Dense, Dropout, Dense]); the
 .keras one compiled and trained one step, so it also holds optimizer variables.
-expected.npz holds the fixed input and Keras' predict() output (plain arrays: np.load without pickle).
+reordered.weights.h5: a subclassed model whose attribute order is not its call order: call() runs
+stem (a Conv2D), body (Sequential of two Conv2D), classifier (Sequential of GAP, Dense), but Keras
+walks (and HDF5 lists) attributes alphabetically: body, classifier, stem.
+expected.npz holds the fixed input and Keras' predict() output (plain arrays: np.load without pickle);
+reordered.npz the same for reordered.weights.h5.
+
+    /work/venvs/tf/bin/python tests/data/keras3/make_files.py [reordered]   # only the named file
 """
 
 import os
@@ -55,6 +61,27 @@ def vgg_sequential():
                              layers.Dropout(0.5), layers.Dense(3, bias_initializer=BIAS)])
 
 
+class Reordered(keras.Model):
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.stem = layers.Conv2D(4, 3, padding="same", activation="relu", bias_initializer=BIAS)
+        self.body = keras.Sequential([layers.Conv2D(6, 3, padding="same", activation="relu", bias_initializer=BIAS),
+                                      layers.Conv2D(6, 3, padding="same", activation="relu", bias_initializer=BIAS)])
+        self.classifier = keras.Sequential([layers.GlobalAveragePooling2D(), layers.Dense(3, bias_initializer=BIAS)])
+
+    def call(self, x):
+        return self.classifier(self.body(self.stem(x)))
+
+
+def reordered() -> None:
+    keras.utils.set_random_seed(1)
+    x = np.random.default_rng(2).standard_normal((2, 6, 5, 3)).astype(np.float32)
+    model = Reordered()
+    model(x)
+    model.save_weights(os.path.join(HERE, "reordered.weights.h5"))
+    np.savez(os.path.join(HERE, "reordered.npz"), x=x, y=np.asarray(model.predict(x, verbose=0), np.float32))
+
+
 def main() -> None:
     keras.utils.set_random_seed(0)
     x = np.random.default_rng(0).standard_normal((2, 8, 8, 3)).astype(np.float32)
@@ -74,4 +101,9 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+    if "reordered" in sys.argv[1:]:
+        reordered()
+    else:
+        main()
+        reordered()
