@@ -9,7 +9,8 @@ PyTorch and TensorFlow, whose oneDNN/Eigen kernels compute every product):
 
 forward counts each layer's forward pass; backward each layer's weight gradient and,
 except for the first layer (whose input needs none), its input gradient, which costs
-the same multiplies as the forward pass in both algorithms. The transforms, im2col
+the same multiplies as the forward pass in both algorithms; a last_block step the
+forward pass and block 5's backward (no input gradient into the frozen block 4). The transforms, im2col
 copies, ReLU, pooling and bias are not counted: they are what separates a pass from
 its limit. The limit is that count at the SGEMM peak measured here, 2048^3 NumPy
 matmuls, best of a few: with the BLAS on two threads, and on one thread times the
@@ -55,8 +56,8 @@ def vgg16_macs(size: int, batch: int) -> dict:
     """{"minicnn" | "direct": {pass: multiply-adds}} for the VGG16 conv base at size x size, batch."""
     from minicnn.backends.cpu import conv_algorithm
 
-    counts = {who: {"forward": 0, "backward": 0} for who in ("minicnn", "direct")}
-    h, first = size, True
+    counts = {who: {"forward": 0, "backward": 0, "last_block": 0} for who in ("minicnn", "direct")}
+    h, index = size, 0
     for layer in VGG16_CONVS:
         if layer == "M":
             h //= 2
@@ -67,11 +68,14 @@ def vgg16_macs(size: int, batch: int) -> dict:
         ours = batch * (-(-h // 2)) ** 2 * 16 * cin * cout if plan.algorithm == "winograd" else direct
         for who, macs in (("minicnn", ours), ("direct", direct)):
             counts[who]["forward"] += macs
-            counts[who]["backward"] += macs if first else 2 * macs
-        first = False
+            counts[who]["backward"] += macs if index == 0 else 2 * macs
+            if index >= 10:                                  # block 5: gw, and gx but into block5_conv1
+                counts[who]["last_block"] += macs if index == 10 else 2 * macs
+        index += 1
     for c in counts.values():
         c["forward+backward"] = c["forward"] + c["backward"]
         c["training step"] = c["forward+backward"]          # the GAP/Dense head is < 0.1% of it
+        c["last_block step"] = c["forward"] + c.pop("last_block")
     return counts
 
 

@@ -51,6 +51,13 @@ def tf_cases(size: int, batch: int) -> dict:
     x, labels, gy = (tf.constant(a) for a in data(size, batch))
     variables = base.trainable_variables + head.trainable_variables
     loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    last_base = keras.applications.VGG16(weights=None, include_top=False, input_shape=(size, size, 3))
+    for layer in last_base.layers:
+        layer.trainable = layer.name.startswith("block5")
+    last_head = keras.models.clone_model(head)
+    last_head.build(base.output_shape)
+    last_opt = keras.optimizers.SGD(learning_rate=LR, momentum=MOMENTUM)
+    last_variables = last_base.trainable_variables + last_head.trainable_variables
 
     @tf.function
     def forward():
@@ -62,12 +69,14 @@ def tf_cases(size: int, batch: int) -> dict:
             out = base(x, training=True)
         return tape.gradient(out, base.trainable_variables, output_gradients=gy)
 
-    @tf.function
-    def train_step():
-        with tf.GradientTape() as tape:
-            loss = loss_fn(labels, head(base(x, training=True), training=True))
-        opt.apply_gradients(zip(tape.gradient(loss, variables), variables))
-        return loss
+    def step_of(b, h, optimizer, trained):
+        @tf.function
+        def train_step():
+            with tf.GradientTape() as tape:
+                loss = loss_fn(labels, h(b(x, training=True), training=True))
+            optimizer.apply_gradients(zip(tape.gradient(loss, trained), trained))
+            return loss
+        return train_step
 
     def run(fn):
         def call():
@@ -75,7 +84,9 @@ def tf_cases(size: int, batch: int) -> dict:
             return [t.numpy() for t in out] if isinstance(out, list) else out.numpy()   # wait for it
         return call
 
-    return {"forward": run(forward), "forward+backward": run(forward_backward), "training step": run(train_step)}
+    return {"forward": run(forward), "forward+backward": run(forward_backward),
+            "training step": run(step_of(base, head, opt, variables)),
+            "last_block step": run(step_of(last_base, last_head, last_opt, last_variables))}
 
 
 class Worker:
@@ -104,7 +115,7 @@ class Worker:
         return call
 
     def cases(self) -> dict:
-        return {k: self.case(k) for k in ("forward", "forward+backward", "training step")}
+        return {k: self.case(k) for k in ("forward", "forward+backward", "training step", "last_block step")}
 
     def close(self) -> None:
         self.proc.stdin.close()

@@ -10,6 +10,7 @@ each input size and batch, round-robin:
     forward           the conv base under no_grad (minicnn: model.forward(x, layers=["block5_pool"]))
     forward+backward  the conv base, then backward from a random output gradient
     training step     zero_grad, forward through base and head, loss, backward, SGD step
+    last_block step   the same with blocks 1-4 frozen (the thesis' fine-tuning setting)
 
 "limit" is the pass's multiply-adds for minicnn's algorithms (Winograd where it runs)
 at this machine's best measured SGEMM rate (benchmarks/_limits.py): "x limit" says how
@@ -75,32 +76,46 @@ def minicnn_cases(size: int, batch: int) -> dict:
         out = model.forward(tx, layers=["block5_pool"])["block5_pool"]
         out.backward(gy)
 
-    def train_step():
-        opt.zero_grad()
-        loss = F.softmax_cross_entropy(model(tx), labels)
-        loss.backward()
-        opt.step()
-        return loss.item()
+    def step_of(net, optimizer):
+        def train_step():
+            optimizer.zero_grad()
+            loss = F.softmax_cross_entropy(net(tx), labels)
+            loss.backward()
+            optimizer.step()
+            return loss.item()
+        return train_step
 
-    return {"forward": forward, "forward+backward": forward_backward, "training step": train_step}
+    last = vgg16(input_shape=(size, size, 3), head="gap", classes=CLASSES)
+    last.freeze(blocks=[1, 2, 3, 4])
+    return {"forward": forward, "forward+backward": forward_backward, "training step": step_of(model, opt),
+            "last_block step": step_of(last, optim.SGD(last.parameters(), lr=LR, momentum=MOMENTUM))}
 
 
 def torch_cases(torch, size: int, batch: int) -> dict:
     """The same three callables for the same network in PyTorch, channels_last."""
     nn = torch.nn
     torch.manual_seed(0)
-    layers, cin = [], 3
-    for v in VGG16_BASE:
-        if v == "M":
-            layers.append(nn.MaxPool2d(2))
-        else:
-            layers += [nn.Conv2d(cin, v, 3, padding=1), nn.ReLU(inplace=True)]
-            cin = v
-    base = nn.Sequential(*layers).to(memory_format=torch.channels_last)
-    head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(512, 256), nn.ReLU(inplace=True),
-                         nn.Linear(256, CLASSES))
+
+    def network():
+        layers, cin = [], 3
+        for v in VGG16_BASE:
+            if v == "M":
+                layers.append(nn.MaxPool2d(2))
+            else:
+                layers += [nn.Conv2d(cin, v, 3, padding=1), nn.ReLU(inplace=True)]
+                cin = v
+        head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(512, 256), nn.ReLU(inplace=True),
+                             nn.Linear(256, CLASSES))
+        return nn.Sequential(*layers).to(memory_format=torch.channels_last), head
+
+    base, head = network()
     params = list(base.parameters()) + list(head.parameters())
     opt = torch.optim.SGD(params, lr=LR, momentum=MOMENTUM)
+    last_base, last_head = network()
+    for conv in [m for m in last_base if isinstance(m, nn.Conv2d)][:10]:          # blocks 1-4 frozen
+        conv.requires_grad_(False)
+    last_params = [p for p in list(last_base.parameters()) + list(last_head.parameters()) if p.requires_grad]
+    last_opt = torch.optim.SGD(last_params, lr=LR, momentum=MOMENTUM)
     x, labels, gy = data(size, batch)
     tx = torch.from_numpy(x).permute(0, 3, 1, 2)            # channels_last view of the NHWC batch
     tgy = torch.from_numpy(gy).permute(0, 3, 1, 2)
@@ -115,14 +130,17 @@ def torch_cases(torch, size: int, batch: int) -> dict:
             p.grad = None
         base(tx).backward(tgy)
 
-    def train_step():
-        opt.zero_grad(set_to_none=True)
-        loss = nn.functional.cross_entropy(head(base(tx)), tlabels)
-        loss.backward()
-        opt.step()
-        return loss.item()
+    def step_of(b, h, optimizer):
+        def train_step():
+            optimizer.zero_grad(set_to_none=True)
+            loss = nn.functional.cross_entropy(h(b(tx)), tlabels)
+            loss.backward()
+            optimizer.step()
+            return loss.item()
+        return train_step
 
-    return {"forward": forward, "forward+backward": forward_backward, "training step": train_step}
+    return {"forward": forward, "forward+backward": forward_backward, "training step": step_of(base, head, opt),
+            "last_block step": step_of(last_base, last_head, last_opt)}
 
 
 def _status_mb(field: str) -> float:
