@@ -80,9 +80,10 @@ def _conv_pads(x, w, b, stride, padding) -> tuple:
 class Conv2d(Function):
     """y[n,i,j,o] = act(b[o] + sum_{p,q,c} xpad[n, i*sh+p, j*sw+q, c] * w[p,q,c,o])."""
 
-    def forward(self, x, w, b, stride, padding, activation):
+    def forward(self, x, w, b, stride, padding, activation, w_version=None):
         pads = _conv_pads(x, w, b, stride, padding)
-        y, self.saved = self.backend.conv2d_forward(x, w, b, stride, pads, activation == "relu", self.keep)
+        y, self.saved = self.backend.conv2d_forward(x, w, b, stride, pads, activation == "relu", self.keep,
+                                                    **_version_arg(self.backend, w_version))
         return y
 
     def backward(self, gy):
@@ -99,16 +100,24 @@ def conv2d(x, w, b=None, stride=1, padding="same", activation=None) -> Tensor:
     if activation not in (None, "relu"):
         raise ValueError(f"conv2d: activation must be None or 'relu', got {activation!r}")
     return Conv2d.apply(x, w, b, stride=_pair(stride, "stride", "conv2d"), padding=padding,
-                        activation=activation)
+                        activation=activation, w_version=getattr(w, "version", None))
+
+
+def _version_arg(backend, w_version) -> dict:
+    """``w_version`` for backends that keep transformed kernels until the weights change
+    (a Parameter's version; plain tensors have none, so nothing is kept for them)."""
+    return {"w_version": w_version} if w_version is not None and getattr(backend, "caches_transforms", False) \
+        else {}
 
 
 class Conv2dReluMaxPool(Function):
     """y = max_pool_2x2(relu(conv2d(x, w, b))) in one pass: the conv output is pooled
     while still in cache and never stored whole (backends that offer it)."""
 
-    def forward(self, x, w, b, stride, padding):
+    def forward(self, x, w, b, stride, padding, w_version=None):
         pads = _conv_pads(x, w, b, stride, padding)
-        y, self.saved = self.backend.conv2d_relu_pool_forward(x, w, b, stride, pads, self.keep)
+        y, self.saved = self.backend.conv2d_relu_pool_forward(x, w, b, stride, pads, self.keep,
+                                                              **_version_arg(self.backend, w_version))
         return y
 
     def backward(self, gy):
@@ -124,7 +133,7 @@ def conv2d_relu_max_pool(x, w, b=None, stride=1, padding="same") -> Tensor:
     backend = get_backend(device or get_default_device())
     if not hasattr(backend, "conv2d_relu_pool_forward"):
         return max_pool2d(conv2d(x, w, b, stride, padding, "relu"))
-    return Conv2dReluMaxPool.apply(x, w, b, stride=stride, padding=padding)
+    return Conv2dReluMaxPool.apply(x, w, b, stride=stride, padding=padding, w_version=getattr(w, "version", None))
 
 
 # ---- pooling --------------------------------------------------------------------------

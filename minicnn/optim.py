@@ -121,6 +121,8 @@ class Optimizer:
             state = self.state[key]
             state["step"] += 1
             self.update(backend, p.data, grad, state, group)
+            if hasattr(p, "mark_changed"):            # a Parameter: transforms of its old weights are stale
+                p.mark_changed()
 
     def state_dict(self) -> dict:
         """Hyper-parameters and buffers as NumPy arrays and plain numbers (HDF5-storable)."""

@@ -136,6 +136,7 @@ class DataParallel:
         arrays = dist.broadcast([np.ascontiguousarray(p.numpy()) for _, p in params])
         for (_, p), a in zip(params, arrays):
             p.data[...] = a if isinstance(p.data, np.ndarray) else _to_gpu(a)
+            p.mark_changed()    # written in place: cached transforms of the old weights are stale
         self._broadcast_optimizer(optimizer)
         state = dist.broadcast(mrandom.get_state())
         mrandom.set_state(state)

@@ -34,11 +34,35 @@ def layer_class(name: str) -> type:
     return _LAYER_CLASSES[name]
 
 
+# Versions are drawn from one counter for all parameters, so a number names one state of one
+# parameter's weights and is never seen again.
+_versions = itertools.count(1)
+
+
 class Parameter(Tensor):
-    """A weight. ``trainable`` False freezes it: no gradient, no update, not even weight decay."""
+    """A weight. ``trainable`` False freezes it: no gradient, no update, not even weight decay.
+
+    ``version`` changes whenever the weights may have: on every assignment to ``data``
+    (loading Keras files, checkpoints, ``set_weights``, ``.to``) and on every optimizer
+    update. Backends keep transforms of a kernel (Winograd's U) until it changes. Writing
+    into the array yourself (``p.data[...] = v``) cannot be seen: call ``p.mark_changed()``.
+    """
 
     def __init__(self, data, trainable: bool = True, device: str | None = None, dtype=None):
         super().__init__(data, requires_grad=trainable, device=device, dtype=dtype)
+
+    @property
+    def data(self):
+        return self._data
+
+    @data.setter
+    def data(self, value) -> None:
+        self._data = value
+        self.version = next(_versions)
+
+    def mark_changed(self) -> None:
+        """Say the weights were changed in place, so no transform of the old ones is used again."""
+        self.version = next(_versions)
 
     @property
     def trainable(self) -> bool:

@@ -23,7 +23,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import direct, elementwise, fused, im2col, pool, schedule, taps, winograd
+from . import direct, elementwise, fused, im2col, pool, schedule, taps, transforms, winograd
 from .shapes import conv_inputs, conv_out, is_pointwise
 
 name = "cpu"
@@ -92,13 +92,21 @@ def to_numpy(a):
 def clear_workspaces() -> None:
     """Release every scratch buffer and pooled output held by this backend."""
     schedule.ws.clear()
+    transforms.cache.clear()
 
 
 # ---- convolution: each pass handed to its algorithm's module -------------------------
 
-def conv2d_forward(x, w, b, stride, pads, relu, keep):
+# conv2d_forward and conv2d_relu_pool_forward take ``w_version``: a kernel's transform is
+# kept until its weights' version changes (transforms.py).
+caches_transforms = True
+
+
+def conv2d_forward(x, w, b, stride, pads, relu, keep, w_version=None):
     """y = act(conv(x, w) + b), NHWC; ``saved`` keeps x, w, the ReLU output, the plan and
-    Winograd's transformed kernel (no columns)."""
+    Winograd's transformed kernel (no columns). ``w_version`` (a Parameter's version)
+    lets a transformed kernel be reused until the weights change."""
+    w_key = None if w_version is None else (w, w_version)
     x, w, b = conv_inputs(x, w, b)
     stride, pads = tuple(stride), tuple(pads)
     plan = conv_algorithm(x.shape, w.shape, stride, pads, x.itemsize)
@@ -106,7 +114,7 @@ def conv2d_forward(x, w, b, stride, pads, relu, keep):
     y = schedule.ws.output((x.shape[0], oh, ow, w.shape[3]), x.dtype)
     y2, u = y.reshape(-1, w.shape[3]), None
     if plan.algorithm == "winograd":
-        u = winograd.forward(x, w, b, pads, relu, keep, y)
+        u = winograd.forward(x, w, b, pads, relu, keep, y, w_key)
     elif plan.algorithm == "direct":
         direct.forward(x, w, b, stride, pads, relu, y2)
     elif plan.algorithm == "taps":
@@ -174,21 +182,22 @@ def _data_grad(plan, g2, w, x_shape, stride, pads, u):
 
 # ---- convolution + ReLU + 2x2 max pool in one pass (optional backend functions) ------
 
-def conv2d_relu_pool_forward(x, w, b, stride, pads, keep):
+def conv2d_relu_pool_forward(x, w, b, stride, pads, keep, w_version=None):
     """y = max_pool_2x2(relu(conv(x, w) + b)), NHWC; the same numbers as the three ops in turn.
 
     Where fusion does not apply (direct or 1x1 layers, an odd conv output size) the
     separate ops run, so it is always safe to call.
     """
+    w_key = None if w_version is None else (w, w_version)
     x, w, b = conv_inputs(x, w, b)
     stride, pads = tuple(stride), tuple(pads)
     plan = conv_algorithm(x.shape, w.shape, stride, pads, x.itemsize)
     oh, ow = conv_out(x.shape, w.shape, stride, pads)
     if plan.algorithm in ("direct", "pointwise") or oh % 2 or ow % 2:
-        y, conv_saved = conv2d_forward(x, w, b, stride, pads, True, keep)
+        y, conv_saved = conv2d_forward(x, w_key[0] if w_key else w, b, stride, pads, True, keep, w_version)
         pooled, pool_saved = max_pool_forward(y, (2, 2), (2, 2), (0, 0, 0, 0), keep)
         return pooled, (("separate", conv_saved, pool_saved) if keep else None)
-    pooled, which, u = fused.forward(x, w, b, stride, pads, keep, plan.algorithm)
+    pooled, which, u = fused.forward(x, w, b, stride, pads, keep, plan.algorithm, w_key)
     return pooled, (("fused", x, w, stride, pads, which, plan, u) if keep else None)
 
 

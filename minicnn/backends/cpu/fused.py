@@ -21,7 +21,7 @@ from . import schedule, taps, winograd
 from .shapes import bias_arg, conv_out
 
 
-def forward(x, w, b, stride, pads, keep, algorithm):
+def forward(x, w, b, stride, pads, keep, algorithm, w_key=None):
     """(pooled, which, U) of max_pool_2x2(relu(conv(x, w) + b)), the conv by ``algorithm``
     ("winograd", "taps" or "im2col"); U is Winograd's transformed kernel, else None."""
     n, _, _, c = x.shape
@@ -33,7 +33,7 @@ def forward(x, w, b, stride, pads, keep, algorithm):
              else schedule.ws.scratch("which", pooled.shape, np.int8))
     bias, has_bias = bias_arg(b, x.dtype)
     if algorithm == "winograd":                       # each 2x2 Winograd tile is a pool window
-        u = winograd.kernel_transform(w, keep)
+        u = winograd.kernel_transform(w, keep, w_key)
 
         def pool(m, t0, tr0, tr1, th, tw):
             winograd_kernels.pool_tiles(m, t0, th, tw, tr0, tr1, bias, has_bias, pooled, which)

@@ -14,7 +14,7 @@ import numpy as np
 
 from kernels.cpu import winograd as winograd_kernels
 
-from . import schedule
+from . import schedule, transforms
 from .shapes import bias_arg
 
 # A chunk of about this many 2x2 tiles is transformed, multiplied and transformed back by
@@ -24,9 +24,9 @@ WINOGRAD_TILES = 512
 STACKED_SUM_BYTES = 2 << 20
 
 
-def forward(x, w, b, pads, relu, keep, y):
+def forward(x, w, b, pads, relu, keep, y, w_key=None):
     """y (N, OH, OW, cout) = act(conv(x, w) + b); returns U, the transformed kernel."""
-    u = kernel_transform(w, keep)
+    u = kernel_transform(w, keep, w_key)
     bias, has_bias = bias_arg(b, x.dtype)
 
     def finish(m, t0, tr0, tr1, th, tw):
@@ -36,13 +36,24 @@ def forward(x, w, b, pads, relu, keep, y):
     return u
 
 
-def kernel_transform(w, keep):
-    """U = G w G^T, (16, cin, cout): kept with the layer's saved state for the input gradient."""
+def kernel_transform(w, keep, w_key=None):
+    """U = G w G^T, (16, cin, cout): kept with the layer's saved state for the input gradient.
+
+    ``w_key`` (the weight array the caller holds, its version), if given, keeps U until
+    the version changes (transforms.py): eval passes and frozen layers transform once.
+    """
     shape = (16, w.shape[2], w.shape[3])
-    u = schedule.ws.output(shape, w.dtype) if keep else schedule.ws.scratch("wino_u", shape, w.dtype)
-    schedule.run_tiles(lambda t, c0, c1: winograd_kernels.weight_transform(w, c0, c1, u),
-                       schedule.pieces(shape[1], 4 * schedule.THREADS), shared=True)
-    return u
+
+    def compute(u):
+        schedule.run_tiles(lambda t, c0, c1: winograd_kernels.weight_transform(w, c0, c1, u),
+                           schedule.pieces(shape[1], 4 * schedule.THREADS), shared=True)
+        return u
+
+    if w_key is not None:
+        return transforms.cache.get(*w_key, "winograd", lambda: compute(schedule.ws.output(shape, w.dtype)))
+    # counted as a transform all the same
+    return transforms.cache.get(w, None, "winograd", lambda: compute(
+        schedule.ws.output(shape, w.dtype) if keep else schedule.ws.scratch("wino_u", shape, w.dtype)))
 
 
 def _tile_chunks(tile_rows: int, tw: int) -> list:
