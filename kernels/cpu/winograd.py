@@ -43,6 +43,9 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+TILE = 2          # outputs per tile side
+POINTS = 16       # products per tile and channel pair: (TILE + 2) ** 2
+
 # The transform of the rotated kernel at position k is the original's at PERM[k], transposed.
 _SWAP = (3, 1, 2, 0)
 PERM = tuple(4 * _SWAP[k // 4] + _SWAP[k % 4] for k in range(16))

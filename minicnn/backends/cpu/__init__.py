@@ -9,7 +9,7 @@ module of that algorithm. The modules mirror kernels/cpu:
     direct.py        few input channels (the RGB first layer): direct loops, no GEMM
     im2col.py        im2col columns tile by tile, one GEMM each; 1x1; col2im / rotated-kernel gx
     taps.py          one GEMM per kernel tap, for small stride-1 layers
-    winograd.py      Winograd F(2x2, 3x3) for 3x3 stride-1 layers
+    winograd.py      Winograd F(2x2, 3x3) and F(4x4, 3x3) for 3x3 stride-1 layers
     fused.py         convolution + ReLU + 2x2 max pool in one pass
     pool.py          max pooling
     elementwise.py   ReLU, dense products, loss, dropout, optimizer updates
@@ -43,6 +43,10 @@ DIRECT_MAX_CHANNELS = 8
 # equal at 32 tiles, 6-42% faster from 49 on).
 WINOGRAD = os.environ.get("MINICNN_CPU_CONV", "auto") != "im2col"
 WINOGRAD_MIN_TILES = 48
+# Winograd layers with at least WINOGRAD4_MIN_TILES 4x4 output tiles take F(4x4, 3x3)
+# (36 products per 4x4 tile: 1.78x fewer than F(2x2, 3x3)), unless MINICNN_CPU_CONV=winograd2.
+WINOGRAD4 = os.environ.get("MINICNN_CPU_CONV", "auto") not in ("im2col", "winograd2")
+WINOGRAD4_MIN_TILES = 48
 # Small stride-1 layers (too few im2col tiles for two per thread) with at least this many
 # input and output channels run one GEMM per kernel tap: im2col would multiply padding in
 # 31% of a 4x4 layer's taps (transfer benchmark, cached epochs: 11-14% faster than im2col).
@@ -52,7 +56,7 @@ TAPS_MIN_CHANNELS = 256
 class ConvPlan(NamedTuple):
     """How a convolution runs: ``algorithm`` for the forward pass and the weight gradient,
     ``input_gradient`` for gx (they differ only for im2col layers)."""
-    algorithm: str          # "direct" | "pointwise" | "winograd" | "taps" | "im2col"
+    algorithm: str          # "direct" | "pointwise" | "winograd" | "winograd4" | "taps" | "im2col"
     input_gradient: str     # the same, or for im2col layers "rotated" | "col2im"
 
 
@@ -68,6 +72,8 @@ def conv_algorithm(x_shape, w_shape, stride, pads, itemsize: int) -> ConvPlan:
         return ConvPlan("pointwise", "pointwise")     # x is already the column matrix
     if (WINOGRAD and (kh, kw) == (3, 3) and stride == (1, 1) and max(pads) <= 2 and co >= DIRECT_MAX_CHANNELS
             and n * -(-oh // 2) * -(-ow // 2) >= WINOGRAD_MIN_TILES):
+        if WINOGRAD4 and n * -(-oh // 4) * -(-ow // 4) >= WINOGRAD4_MIN_TILES:
+            return ConvPlan("winograd4", "winograd4")  # 36 products per 4x4 tile instead of 144
         return ConvPlan("winograd", "winograd")       # 16 products per 2x2 tile instead of 36
     if stride == (1, 1) and min(c, co) >= TAPS_MIN_CHANNELS and schedule.small(n * h * wd, kh * kw * c, itemsize):
         return ConvPlan("taps", "taps")               # a small wide layer: multiply no padding
@@ -113,8 +119,8 @@ def conv2d_forward(x, w, b, stride, pads, relu, keep, w_version=None):
     oh, ow = conv_out(x.shape, w.shape, stride, pads)
     y = schedule.ws.output((x.shape[0], oh, ow, w.shape[3]), x.dtype)
     y2, u = y.reshape(-1, w.shape[3]), None
-    if plan.algorithm == "winograd":
-        u = winograd.forward(x, w, b, pads, relu, keep, y, w_key)
+    if plan.algorithm in winograd.KERNELS:
+        u = winograd.forward(x, w, b, pads, relu, keep, y, w_key, winograd.KERNELS[plan.algorithm])
     elif plan.algorithm == "direct":
         direct.forward(x, w, b, stride, pads, relu, y2)
     elif plan.algorithm == "taps":
@@ -145,8 +151,8 @@ def _weight_grad(plan, x, g2, w_shape, stride, pads, prepare, align, u):
     r0:r1 of g2 (the ReLU mask, or a fused pool's un-pooling), tiles aligned to ``align``."""
     oh, ow = conv_out(x.shape, w_shape, stride, pads)
     g4 = g2.reshape(x.shape[0], oh, ow, w_shape[3])
-    if plan.algorithm == "winograd":
-        return winograd.weight_grad(x, g4, pads[0], pads[2], prepare)
+    if plan.algorithm in winograd.KERNELS:
+        return winograd.weight_grad(x, g4, pads[0], pads[2], prepare, winograd.KERNELS[plan.algorithm])
     if plan.algorithm == "direct":
         return direct.weight_grad(x, g2, w_shape, stride, pads)
     if plan.algorithm == "pointwise":
@@ -165,8 +171,8 @@ def _data_grad(plan, g2, w, x_shape, stride, pads, u):
     oh, ow = conv_out(x_shape, w.shape, stride, pads)
     g4 = g2.reshape(x_shape[0], oh, ow, w.shape[3])
     how = plan.input_gradient
-    if how == "winograd":
-        return winograd.data_grad(g4, u, x_shape, pads)
+    if how in winograd.KERNELS:
+        return winograd.data_grad(g4, u, w, x_shape, pads, winograd.KERNELS[how])
     if how == "direct":
         return direct.data_grad(g2, w, x_shape, stride, pads)
     if how == "pointwise":

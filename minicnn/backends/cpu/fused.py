@@ -15,7 +15,6 @@ import numpy as np
 
 from kernels.cpu import epilogue
 from kernels.cpu import im2col as im2col_kernels
-from kernels.cpu import winograd as winograd_kernels
 
 from . import schedule, taps, winograd
 from .shapes import bias_arg, conv_out
@@ -23,7 +22,7 @@ from .shapes import bias_arg, conv_out
 
 def forward(x, w, b, stride, pads, keep, algorithm, w_key=None):
     """(pooled, which, U) of max_pool_2x2(relu(conv(x, w) + b)), the conv by ``algorithm``
-    ("winograd", "taps" or "im2col"); U is Winograd's transformed kernel, else None."""
+    ("winograd", "winograd4", "taps" or "im2col"); U is Winograd's transformed kernel, else None."""
     n, _, _, c = x.shape
     kh, kw, _, co = w.shape
     (sh, sw), (pt, _, pl, _) = stride, pads
@@ -32,13 +31,14 @@ def forward(x, w, b, stride, pads, keep, algorithm, w_key=None):
     which = (schedule.ws.output(pooled.shape, np.int8) if keep
              else schedule.ws.scratch("which", pooled.shape, np.int8))
     bias, has_bias = bias_arg(b, x.dtype)
-    if algorithm == "winograd":                       # each 2x2 Winograd tile is a pool window
-        u = winograd.kernel_transform(w, keep, w_key)
+    if algorithm in winograd.KERNELS:                 # each Winograd tile is 1 or 4 pool windows
+        kern = winograd.KERNELS[algorithm]
+        u = winograd.kernel_transform(w, keep, w_key, kern)
 
         def pool(m, t0, tr0, tr1, th, tw):
-            winograd_kernels.pool_tiles(m, t0, th, tw, tr0, tr1, bias, has_bias, pooled, which)
+            kern.pool_tiles(m, t0, th, tw, tr0, tr1, bias, has_bias, pooled, which)
 
-        winograd.conv(x, u, False, pt, pl, oh, ow, pool)
+        winograd.conv(x, u, False, pt, pl, oh, ow, pool, kern)
         return pooled, which, u
     pooled2, which2 = pooled.reshape(-1, co), which.reshape(-1, co)
     k = kh * kw * c
