@@ -45,8 +45,11 @@ WINOGRAD = os.environ.get("MINICNN_CPU_CONV", "auto") != "im2col"
 WINOGRAD_MIN_TILES = 48
 # Winograd layers with at least WINOGRAD4_MIN_TILES 4x4 output tiles take F(4x4, 3x3)
 # (36 products per 4x4 tile: 1.78x fewer than F(2x2, 3x3)), unless MINICNN_CPU_CONV=winograd2.
+# Its kernel transforms cost 2.25x F(2x2, 3x3)'s, and the input gradient needs one more,
+# so few tiles lose: on VGG16's layers, all three passes against F(2x2, 3x3), 0.54-0.90x
+# from 98 tiles, 0.80-1.03x at 64 (8x8 batch 16), 1.1-2x at 32 (14x14 batch 2) and 16.
 WINOGRAD4 = os.environ.get("MINICNN_CPU_CONV", "auto") not in ("im2col", "winograd2")
-WINOGRAD4_MIN_TILES = 48
+WINOGRAD4_MIN_TILES = 64
 # Small stride-1 layers (too few im2col tiles for two per thread) with at least this many
 # input and output channels run one GEMM per kernel tap: im2col would multiply padding in
 # 31% of a 4x4 layer's taps (transfer benchmark, cached epochs: 11-14% faster than im2col).

@@ -38,7 +38,7 @@ def forward(x, w, b, stride, pads, keep, algorithm, w_key=None):
         def pool(m, t0, tr0, tr1, th, tw):
             kern.pool_tiles(m, t0, th, tw, tr0, tr1, bias, has_bias, pooled, which)
 
-        winograd.conv(x, u, False, pt, pl, oh, ow, pool, kern)
+        winograd.conv(x, u, None, pt, pl, oh, ow, pool, kern)
         return pooled, which, u
     pooled2, which2 = pooled.reshape(-1, co), which.reshape(-1, co)
     k = kh * kw * c

@@ -8,7 +8,7 @@ P GEMMs (single-threaded BLAS) and transforms the products back, all in cache. L
 too small for two chunks per thread transform everything in parallel, split the P
 GEMMs between the threads, then transform back in parallel. The transformed kernel U
 is kept with the layer's saved state: F(2x2, 3x3)'s input gradient reuses it,
-permuted; F(4x4, 3x3)'s transforms the rotated kernel.
+permuted; F(4x4, 3x3)'s transforms the flipped kernel.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ def forward(x, w, b, pads, relu, keep, y, w_key=None, kern=winograd_kernels):
     def finish(m, t0, tr0, tr1, th, tw):
         kern.output_tiles(m, t0, th, tw, tr0, tr1, bias, has_bias, relu, y)
 
-    conv(x, u, False, pads[0], pads[2], y.shape[1], y.shape[2], finish, kern)
+    conv(x, u, None, pads[0], pads[2], y.shape[1], y.shape[2], finish, kern)
     return u
 
 
@@ -69,12 +69,13 @@ def _tile_chunks(tile_rows: int, tw: int, kern) -> list:
     return schedule.ranges(tile_rows, max(1, WINOGRAD_TILES * 16 // (kern.POINTS * tw)))
 
 
-def conv(x, u, rotated, pt, pl, oh, ow, finish, kern=winograd_kernels):
+def conv(x, u, perm, pt, pl, oh, ow, finish, kern=winograd_kernels):
     """The P GEMMs M[k] = V[k] @ U[k] over the (oh, ow) output's tiles of x (3x3, stride 1,
-    top/left pads pt/pl), or for F(2x2, 3x3) V[k] @ U[PERM[k]]^T (the rotated kernel's
-    transform) if ``rotated``; finish(m, t0, tr0, tr1, th, tw) turns the products of
+    top/left pads pt/pl), or V[k] @ U[perm[k]]^T if a ``perm`` is given (the input
+    gradient's rotated kernel); finish(m, t0, tr0, tr1, th, tw) turns the products of
     tile rows tr0:tr1, held in columns from t0 of m, into outputs."""
     n, _, _, c = x.shape
+    rotated = perm is not None
     co = u.shape[1] if rotated else u.shape[2]
     p, tile = kern.POINTS, kern.TILE
     th, tw = -(-oh // tile), -(-ow // tile)
@@ -82,7 +83,7 @@ def conv(x, u, rotated, pt, pl, oh, ow, finish, kern=winograd_kernels):
     if len(chunks) >= 2 * schedule.THREADS:
         # one stacked matmul a chunk: each Python-level call is a wait for the GIL, and on a
         # busy host a thread that waits may lose its CPU for a while
-        stack = u[list(winograd_kernels.PERM)].transpose(0, 2, 1) if rotated else u
+        stack = u if not rotated else (u if perm == tuple(range(p)) else u[list(perm)]).transpose(0, 2, 1)
 
         def work(thread, tr0, tr1):
             v = schedule.ws.scratch("wino_v", (p, (tr1 - tr0) * tw, c), x.dtype)
@@ -95,7 +96,7 @@ def conv(x, u, rotated, pt, pl, oh, ow, finish, kern=winograd_kernels):
         return
     v = schedule.ws.scratch("wino_v", (p, n * th * tw, c), x.dtype)
     m = schedule.ws.scratch("wino_m", (p, n * th * tw, co), x.dtype)
-    mats = [u[winograd_kernels.PERM[k]].T for k in range(16)] if rotated else u
+    mats = [u[perm[k]].T for k in range(p)] if rotated else u
 
     def gemms(k0, k1):
         for k in range(k0, k1):
@@ -169,8 +170,9 @@ def weight_grad(x, g4, pt, pl, prepare=None, kern=winograd_kernels):
 
 def data_grad(g4, u, w, x_shape, pads, kern=winograd_kernels):
     """gx: the convolution of g with the kernel w rotated 180 degrees, channels swapped.
-    F(2x2, 3x3) has its transform already, U[PERM[k]]^T; F(4x4, 3x3) transforms it
-    (into scratch: an input gradient is needed once per step)."""
+    Its transform at k is, for F(2x2, 3x3), U[PERM[k]]^T (no new transform); for F(4x4,
+    3x3), the transform of the spatially flipped kernel, transposed (computed into
+    scratch: an input gradient is needed once per step)."""
     _, h, wd, _ = x_shape
     gx = schedule.ws.output(x_shape, g4.dtype)
     pt, _, pl, _ = pads
@@ -179,8 +181,8 @@ def data_grad(g4, u, w, x_shape, pads, kern=winograd_kernels):
         kern.output_tiles(m, t0, th, tw, tr0, tr1, *bias_arg(None, g4.dtype), False, gx)
 
     if kern is winograd_kernels:
-        conv(g4, u, True, 2 - pt, 2 - pl, h, wd, finish)
+        conv(g4, u, winograd_kernels.PERM, 2 - pt, 2 - pl, h, wd, finish)
     else:
-        rotated = np.ascontiguousarray(w[::-1, ::-1].transpose(0, 1, 3, 2))
-        conv(g4, kernel_transform(rotated, False, None, kern), False, 2 - pt, 2 - pl, h, wd, finish, kern)
+        flipped = kernel_transform(w[::-1, ::-1], False, None, kern)
+        conv(g4, flipped, tuple(range(kern.POINTS)), 2 - pt, 2 - pl, h, wd, finish, kern)
     return gx
