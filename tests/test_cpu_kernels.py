@@ -56,19 +56,27 @@ def gemm_mode(request, monkeypatch):
     return request.param
 
 
-@pytest.fixture(params=["winograd", "im2col", "taps"])
+def use_algorithm(monkeypatch, algo: str) -> None:
+    """3x3 stride-1 layers of any size by ``algo``: "winograd" (F(2x2, 3x3)), "winograd4"
+    (F(4x4, 3x3)), "im2col" or "taps"."""
+    monkeypatch.setattr(cpu, "WINOGRAD", algo in ("winograd", "winograd4"))
+    monkeypatch.setattr(cpu, "WINOGRAD4", algo == "winograd4")
+    monkeypatch.setattr(cpu, "WINOGRAD4_MIN_TILES", 1)
+    monkeypatch.setattr(cpu, "TAPS_MIN_CHANNELS", 1 if algo == "taps" else 10**9)
+
+
+@pytest.fixture(params=["winograd", "winograd4", "im2col", "taps"])
 def conv_algo(request, monkeypatch):
-    """3x3 stride-1 convolutions by Winograd F(2x2, 3x3) (the default), by im2col, and (small
-    stride-1 layers, here of any width) by one GEMM per kernel tap."""
-    monkeypatch.setattr(cpu, "WINOGRAD", request.param == "winograd")
-    monkeypatch.setattr(cpu, "TAPS_MIN_CHANNELS", 1 if request.param == "taps" else 10**9)
+    """3x3 stride-1 convolutions by Winograd F(2x2, 3x3) and F(4x4, 3x3) (the defaults), by
+    im2col, and (small stride-1 layers, here of any width) by one GEMM per kernel tap."""
+    use_algorithm(monkeypatch, request.param)
     return request.param
 
 
 # Every setting the tests here change, and the one module it lives in.
 SETTINGS = {schedule: ("TILE_BYTES", "MIN_TILE_ROWS", "SMALL_TILE_ROWS", "THREADS", "run_tiles", "blas"),
             cpu_winograd: ("WINOGRAD_TILES", "STACKED_SUM_BYTES"),
-            cpu: ("WINOGRAD", "WINOGRAD_MIN_TILES", "TAPS_MIN_CHANNELS"),
+            cpu: ("WINOGRAD", "WINOGRAD_MIN_TILES", "WINOGRAD4", "WINOGRAD4_MIN_TILES", "TAPS_MIN_CHANNELS"),
             taps: ("forward", "weight_grad", "data_grad", "_add_products_part")}
 
 
@@ -101,12 +109,12 @@ def test_the_settings_tests_change_are_read_at_call_time_from_one_module(module)
             assert not defined_in, f"{name} is also defined in {defined_in}"
 
 
-@pytest.mark.parametrize("algo", ["im2col", "winograd"])
+@pytest.mark.parametrize("algo", ["im2col", "winograd", "winograd4"])
 def test_the_fixtures_take_the_schedules_they_name(algo, gemm_mode, monkeypatch):
     """small_tiles and gemm_mode must reach the code: several tiles per thread with both
-    threads working ("tiles"), Winograd's 16 products summed one by one ("tiles-per-position"),
-    one GEMM over all rows and no per-chunk sums ("whole")."""
-    monkeypatch.setattr(cpu, "WINOGRAD", algo == "winograd")
+    threads working ("tiles"), Winograd's 16 or 36 products summed one by one
+    ("tiles-per-position"), one GEMM over all rows and no per-chunk sums ("whole")."""
+    use_algorithm(monkeypatch, algo)
     passes, adds = [], []
     run_tiles, add = schedule.run_tiles, schedule.GroupSums.add
 
@@ -118,7 +126,7 @@ def test_the_fixtures_take_the_schedules_they_name(algo, gemm_mode, monkeypatch)
     monkeypatch.setattr(schedule, "run_tiles", recording)
     monkeypatch.setattr(schedule.GroupSums, "add", lambda self, g, a, b, i=None: (adds.append(i), add(self, g, a, b, i)))
     rng = np.random.default_rng(9)
-    x, w = rng.standard_normal((2, 8, 8, 8)), rng.standard_normal((3, 3, 8, 8))
+    x, w = rng.standard_normal((2, 16, 8, 8)), rng.standard_normal((3, 3, 8, 8))
     y, saved = cpu.conv2d_forward(x, w, None, (1, 1), (1, 1, 1, 1), True, True)
     assert saved[5].algorithm == algo
     cpu.conv2d_backward(np.ones_like(y), saved, False, True, False)
@@ -127,8 +135,8 @@ def test_the_fixtures_take_the_schedules_they_name(algo, gemm_mode, monkeypatch)
         assert adds == ([None] if algo == "im2col" else [])          # one GEMM over all rows
     else:
         assert max(n for n, _ in passes) >= 2 * schedule.THREADS and len(adds) >= 4
-        per_position = gemm_mode == "tiles-per-position" and algo == "winograd"
-        assert set(adds) == (set(range(16)) if per_position else {None})
+        per_position = gemm_mode == "tiles-per-position" and algo != "im2col"
+        assert set(adds) == (set(range(16 if algo == "winograd" else 36)) if per_position else {None})
 
 
 def test_small_stride_1_layers_run_one_gemm_per_tap(monkeypatch):
@@ -152,10 +160,14 @@ def test_small_stride_1_layers_run_one_gemm_per_tap(monkeypatch):
 
 
 def winograd_used(saved, algo, w_shape, stride, pads) -> bool:
-    """Whether the forward pass that returned ``saved`` ran Winograd; asserts it did when it should."""
-    expected = algo == "winograd" and w_shape[:2] == (3, 3) and tuple(stride) == (1, 1) and max(pads) <= 2 \
-        and min(w_shape[2:]) >= 8
-    assert (saved[-1] is not None) == expected
+    """Whether the forward pass that returned ``saved`` ran Winograd; asserts it did, by the
+    variant ``algo`` names, when it should."""
+    expected = algo in ("winograd", "winograd4") and w_shape[:2] == (3, 3) and tuple(stride) == (1, 1) \
+        and max(pads) <= 2 and min(w_shape[2:]) >= 8
+    assert (saved[-2].algorithm in ("winograd", "winograd4")) == expected     # the plan, kept beside U
+    if expected:
+        assert saved[-2].algorithm == algo
+        assert (saved[-1] is not None) == (algo == "winograd")    # only F(2x2, 3x3)'s gx reads U again
     return expected
 
 
@@ -209,11 +221,11 @@ def test_conv2d_matches_reference(case, relu, dtype, gemm_mode, conv_algo):
     close(gx_only[0], expected_gx, dtype)
 
 
-@pytest.mark.parametrize("algo", ["winograd", "im2col"])
+@pytest.mark.parametrize("algo", ["winograd", "winograd4", "im2col"])
 def test_shared_tile_queue_gives_the_same_bits_as_fixed_shares(algo, monkeypatch):
     """Forward passes let the threads take tiles from a shared counter; which thread
     computes a tile must not change a single bit of the result."""
-    monkeypatch.setattr(cpu, "WINOGRAD", algo == "winograd")
+    use_algorithm(monkeypatch, algo)
     rng = np.random.default_rng(7)
     x = rng.standard_normal((3, 9, 10, 8)).astype(np.float32)
     w = rng.standard_normal((3, 3, 8, 12)).astype(np.float32)
@@ -226,12 +238,12 @@ def test_shared_tile_queue_gives_the_same_bits_as_fixed_shares(algo, monkeypatch
         assert np.array_equal(y, fixed)
 
 
-@pytest.mark.parametrize("algo", ["winograd", "im2col"])
+@pytest.mark.parametrize("algo", ["winograd", "winograd4", "im2col"])
 @pytest.mark.parametrize("pool", [False, True])
 def test_weight_gradients_do_not_depend_on_which_thread_sums_what(algo, pool, monkeypatch):
     """Weight and bias gradients sum tiles in fixed groups that threads take from a shared
     counter: one thread doing it all, or a slowed thread doing little, gives the same bits."""
-    monkeypatch.setattr(cpu, "WINOGRAD", algo == "winograd")
+    use_algorithm(monkeypatch, algo)
     rng = np.random.default_rng(8)
     x = rng.standard_normal((3, 10, 12, 8)).astype(np.float32)
     w = rng.standard_normal((3, 3, 8, 9)).astype(np.float32)

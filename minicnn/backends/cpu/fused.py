@@ -22,7 +22,7 @@ from .shapes import bias_arg, conv_out
 
 def forward(x, w, b, stride, pads, keep, algorithm, w_key=None):
     """(pooled, which, U) of max_pool_2x2(relu(conv(x, w) + b)), the conv by ``algorithm``
-    ("winograd", "winograd4", "taps" or "im2col"); U is Winograd's transformed kernel, else None."""
+    ("winograd", "winograd4", "taps" or "im2col"); U is F(2x2, 3x3)'s transformed kernel, else None."""
     n, _, _, c = x.shape
     kh, kw, _, co = w.shape
     (sh, sw), (pt, _, pl, _) = stride, pads
@@ -39,7 +39,7 @@ def forward(x, w, b, stride, pads, keep, algorithm, w_key=None):
             kern.pool_tiles(m, t0, th, tw, tr0, tr1, bias, has_bias, pooled, which)
 
         winograd.conv(x, u, None, pt, pl, oh, ow, pool, kern)
-        return pooled, which, u
+        return pooled, which, (u if kern is winograd.winograd_kernels else None)   # F(4x4)'s gx does not read U
     pooled2, which2 = pooled.reshape(-1, co), which.reshape(-1, co)
     k = kh * kw * c
     w2 = w.reshape(k, co)

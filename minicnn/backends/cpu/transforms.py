@@ -43,6 +43,13 @@ class TransformCache:
             self._entries[key] = (ref, version, transform)
         return transform
 
+    def drop(self, w, kind: str) -> None:
+        """Let go of the transform of ``w`` kept for ``kind``, if any."""
+        with self._lock:
+            entry = self._entries.get((id(w), kind))
+            if entry is not None and entry[0]() is w:
+                del self._entries[(id(w), kind)]
+
     def _forget(self, key, ref) -> None:
         with self._lock:
             entry = self._entries.get(key)

@@ -32,7 +32,7 @@ STACKED_SUM_BYTES = 2 << 20
 
 def forward(x, w, b, pads, relu, keep, y, w_key=None, kern=winograd_kernels):
     """y (N, OH, OW, cout) = act(conv(x, w) + b) by ``kern``'s algorithm; returns U, the
-    transformed kernel."""
+    transformed kernel, where the input gradient needs it (F(2x2, 3x3) and ``keep``), else None."""
     u = kernel_transform(w, keep, w_key, kern)
     bias, has_bias = bias_arg(b, x.dtype)
 
@@ -40,14 +40,18 @@ def forward(x, w, b, pads, relu, keep, y, w_key=None, kern=winograd_kernels):
         kern.output_tiles(m, t0, th, tw, tr0, tr1, bias, has_bias, relu, y)
 
     conv(x, u, None, pads[0], pads[2], y.shape[1], y.shape[2], finish, kern)
-    return u
+    return u if keep and kern is winograd_kernels else None
 
 
 def kernel_transform(w, keep, w_key=None, kern=winograd_kernels):
-    """U = G w G^T, (P, cin, cout): kept with the layer's saved state for the input gradient.
+    """U = G w G^T, (P, cin, cout).
 
     ``w_key`` (the weight array the caller holds, its version), if given, keeps U until
     the version changes (transforms.py): eval passes and frozen layers transform once.
+    F(2x2, 3x3)'s input gradient reads U again, so with ``keep`` it is held with the
+    layer's saved state. F(4x4, 3x3)'s does not: where backward will follow (``keep``:
+    a layer being trained, whose weights the next step changes) U goes into scratch and
+    is not kept (a stale kept one is let go), which saves 4x the layer's weights in memory.
     """
     shape = (kern.POINTS, w.shape[2], w.shape[3])
     kind = f"winograd{kern.TILE}"
@@ -57,11 +61,14 @@ def kernel_transform(w, keep, w_key=None, kern=winograd_kernels):
                            schedule.pieces(shape[1], 4 * schedule.THREADS), shared=True)
         return u
 
-    if w_key is not None:
+    held = keep and kern is winograd_kernels
+    if w_key is not None and (held or not keep):
         return transforms.cache.get(*w_key, kind, lambda: compute(schedule.ws.output(shape, w.dtype)))
+    if w_key is not None:
+        transforms.cache.drop(w_key[0], kind)
     # counted as a transform all the same
     return transforms.cache.get(w, None, kind, lambda: compute(
-        schedule.ws.output(shape, w.dtype) if keep else schedule.ws.scratch("wino_u", shape, w.dtype)))
+        schedule.ws.output(shape, w.dtype) if held else schedule.ws.scratch("wino_u", shape, w.dtype)))
 
 
 def _tile_chunks(tile_rows: int, tw: int, kern) -> list:
