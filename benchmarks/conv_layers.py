@@ -19,8 +19,8 @@ PyTorch's and TensorFlow's times over direct convolution's multiplies at that ra
 
     python benchmarks/conv_layers.py [--size 64 --batch 16] [--rounds 7] [--no-tf]
 
-Writes results/conv_layers_<size>_b<batch>.json and .png. Without PyTorch or
-TensorFlow their columns read "-".
+Writes results/conv_layers_<size>_b<batch>.json and .png. Without PyTorch its ratios
+read "no torch"; without TensorFlow (or with --no-tf) its columns read "-".
 """
 
 from __future__ import annotations
@@ -184,11 +184,11 @@ def report(result: dict) -> None:
         cells, lim = [r["layer"]], [r["layer"], f"{r['algorithm']}/{r['input_gradient']}"]
         for p in PASSES:
             d = r[p]
-            cells += [f"{d['ms']:.2f}", f"{d['gflops']:.0f} ({100 * d['peak_share']:.0f}%)", _x(d["ratio"]),
-                      _x(d["tf_ratio"])]
+            cells += [f"{d['ms']:.2f}", f"{d['gflops']:.0f} ({100 * d['peak_share']:.0f}%)",
+                      H.fmt_ratio(d["ratio"]), _x(d["tf_ratio"])]
             lim += [f"{d['limit_ms']:.2f}", f"{d['x_limit']:.2f}x", _x(d["torch_x_direct"]),
                     _x(d["tf_x_direct"])]
-        cells += [_x(r["total_ratio"]), _x(r["total_tf_ratio"])]
+        cells += [H.fmt_ratio(r["total_ratio"]), _x(r["total_tf_ratio"])]
         times.append(cells)
         limits.append(lim)
     headers, lim_headers = ["layer"], ["layer", "algorithm (fwd, gw / gx)"]
