@@ -8,9 +8,11 @@ then waits on stdin: each line names a pass, the worker runs it once and answers
 "done". The parent times that round trip (a pipe's ~0.1 ms against passes of 50 ms and
 more), so TensorFlow's passes take their turn in the same round-robin as the others.
 A "minicnn" worker runs minicnn's own cases with another tree first on its path (the
-code before a change), so before and after are timed in one run.
+code before a change), so before and after are timed in one run. A "tf_layers" worker
+(conv_layers.py) runs one VGG16 convolution's passes, named "block3_conv2 forward".
 
     python benchmarks/_workers.py --worker tf 64x16       # what the parent starts
+    python benchmarks/_workers.py --worker tf_layers 64x16
     python benchmarks/_workers.py --memory tf 64x16 4     # peak RSS of 4 training steps, as JSON
 
 The interpreter is $MINICNN_TF_PYTHON, else /work/venvs/tf/bin/python if it exists.
@@ -89,6 +91,70 @@ def tf_cases(size: int, batch: int) -> dict:
             "last_block step": run(step_of(last_base, last_head, last_opt, last_variables))}
 
 
+def layer_arrays(index: int, batch: int, hw: int, cin: int, cout: int) -> tuple:
+    """x, w, b, gy of conv_layers.py's ``index``-th layer (NHWC, HWIO; every process draws the same)."""
+    import numpy as np
+
+    rng = np.random.default_rng(index)
+    x = rng.standard_normal((batch, hw, hw, cin), np.float32)
+    w = (rng.standard_normal((3, 3, cin, cout), np.float32) * np.sqrt(2 / (9 * cin))).astype(np.float32)
+    b = rng.standard_normal(cout).astype(np.float32) * 0.1
+    gy = rng.standard_normal((batch, hw, hw, cout), np.float32)
+    return x, w, b, gy
+
+
+class TFLayerCases:
+    """conv_layers.py's three passes of one VGG16 convolution in TensorFlow, by "layer pass".
+
+    forward: relu(conv2d + bias); backward-data: Conv2DBackpropInput; backward-weights:
+    Conv2DBackpropFilter and BiasAddGrad -- the ops TensorFlow's registered conv2d and
+    bias_add gradients emit, called directly so each pass runs alone (no ReLU mask, like
+    the others). Each is a tf.function on NHWC tensors; eager execution is synchronous, so
+    a call returns when its ops are done. Only the layer asked for last is kept."""
+
+    def __init__(self, size: int, batch: int):
+        import tensorflow as tf
+
+        from _limits import vgg16_layers
+
+        tf.config.threading.set_intra_op_parallelism_threads(os.cpu_count() or 1)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+        tf.get_logger().setLevel("ERROR")   # each layer's new tf.functions trace once, in the warm-up
+        self.tf, self.batch, self.layers = tf, batch, vgg16_layers(size)
+        self.name, self.passes = None, {}
+
+    def _build(self, name: str) -> dict:
+        tf = self.tf
+        index = [layer[0] for layer in self.layers].index(name)
+        _, hw, cin, cout = self.layers[index]
+        x, w, b, gy = (tf.constant(a) for a in layer_arrays(index, self.batch, hw, cin, cout))
+        ones = [1, 1, 1, 1]
+
+        @tf.function
+        def forward():
+            return tf.nn.relu(tf.nn.bias_add(tf.nn.conv2d(x, w, 1, "SAME"), b))
+
+        @tf.function
+        def backward_data():
+            return tf.raw_ops.Conv2DBackpropInput(input_sizes=tf.shape(x), filter=w, out_backprop=gy,
+                                                  strides=ones, padding="SAME")
+
+        @tf.function
+        def backward_weights():
+            return (tf.raw_ops.Conv2DBackpropFilter(input=x, filter_sizes=tf.shape(w), out_backprop=gy,
+                                                    strides=ones, padding="SAME"),
+                    tf.raw_ops.BiasAddGrad(out_backprop=gy))
+
+        return {"forward": forward, "backward-data": backward_data, "backward-weights": backward_weights}
+
+    def __getitem__(self, case: str):
+        name, pass_name = case.split()
+        if name != self.name:
+            self.name, self.passes = None, {}          # free the last layer's tensors first
+            self.passes, self.name = self._build(name), name
+        return self.passes[pass_name]
+
+
 class Worker:
     """A framework's passes behind a pipe: ``cases()`` gives callables that run one pass each.
 
@@ -125,6 +191,8 @@ class Worker:
 def _cases(framework: str, size: int, batch: int) -> dict:
     if framework == "tf":
         return tf_cases(size, batch)
+    if framework == "tf_layers":
+        return TFLayerCases(size, batch)
     from vgg16_step import minicnn_cases
     return minicnn_cases(size, batch)
 
