@@ -160,7 +160,8 @@ def main(argv=None) -> int:
     mode.add_argument("--record", action="store_true", help="write the reference")
     mode.add_argument("--check", action="store_true", help="compare with the reference (the default)")
     p.add_argument("--reference", type=Path, default=REFERENCE, help=f"default {REFERENCE}")
-    p.add_argument("--images", type=int, help=f"stand-in images (--record only; default {DEFAULTS['images']})")
+    p.add_argument("--images", type=int,
+                   help=f"stand-in images (--record only; default {DEFAULTS['images']})")
     p.add_argument("--size", type=int, help=f"image size (--record only; default {DEFAULTS['size']})")
     p.add_argument("--tolerance", type=float, default=1e-3, help="largest |loss - reference| allowed")
     p.add_argument("--out", type=Path, help="with --check: also write this run's JSON here")
@@ -192,7 +193,8 @@ def main(argv=None) -> int:
         args.out.write_text(json.dumps(record, indent=1) + "\n")
     worst, where = largest_difference(result, reference)
     print(f"largest |loss - reference| over {sum(map(len, result['batch_loss']))} batches and "
-          f"{len(result['loss'])} epochs: {worst:.3g} at {where}; reference from commit {reference['commit']}")
+          f"{len(result['loss'])} epochs: {worst:.3g} at {where}; reference from commit "
+          f"{reference['commit']}")
     changed = {k: (reference["conv_algorithms"].get(k), v) for k, v in result["conv_algorithms"].items()
                if reference["conv_algorithms"].get(k) != v}
     if changed:
