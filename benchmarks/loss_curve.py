@@ -116,7 +116,7 @@ def run(settings: dict, work: str) -> dict:
 
 def largest_difference(result: dict, reference: dict) -> tuple[float, str]:
     """max |result - reference| over every batch loss and epoch loss, and where it is."""
-    worst, where = 0.0, "nowhere"
+    worst, where = 0.0, ""
     if [len(e) for e in result["batch_loss"]] != [len(e) for e in reference["batch_loss"]]:
         raise SystemExit(f"batches per epoch differ: {[len(e) for e in result['batch_loss']]} now, "
                          f"{[len(e) for e in reference['batch_loss']]} in the reference")
@@ -192,9 +192,9 @@ def main(argv=None) -> int:
     if args.out is not None:
         args.out.write_text(json.dumps(record, indent=1) + "\n")
     worst, where = largest_difference(result, reference)
+    at = f"at {where}" if worst else "(bit-identical)"
     print(f"largest |loss - reference| over {sum(map(len, result['batch_loss']))} batches and "
-          f"{len(result['loss'])} epochs: {worst:.3g} at {where}; reference from commit "
-          f"{reference['commit']}")
+          f"{len(result['loss'])} epochs: {worst:.3g} {at}; reference from commit {reference['commit']}")
     changed = {k: (reference["conv_algorithms"].get(k), v) for k, v in result["conv_algorithms"].items()
                if reference["conv_algorithms"].get(k) != v}
     if changed:
