@@ -61,7 +61,8 @@ def conv_algorithms(model):
         if isinstance(layer, nn.Conv2D):
             x_shape = (BATCH,) + tuple(layer.input_shape[1:])
             pads = F._pads(layer.padding, x_shape[1:3], layer.kernel_size, layer.strides, layer.name)
-            plans[layer.name] = cpu.conv_algorithm(x_shape, layer.kernel.shape, layer.strides, pads, 4).algorithm
+            plan = cpu.conv_algorithm(x_shape, layer.kernel.shape, layer.strides, pads, 4)
+            plans[layer.name] = plan.algorithm
     return plans
 
 
