@@ -270,6 +270,27 @@ def test_weight_gradients_do_not_depend_on_which_thread_sums_what(algo, pool, mo
     close(both[1], gb_ref, np.float32)
 
 
+@pytest.mark.parametrize("algo", ["winograd", "winograd4"])
+def test_weight_gradients_are_the_same_bits_for_any_thread_count(algo, monkeypatch):
+    """How a Winograd weight gradient sums (chunk by chunk in groups, or one GEMM per
+    product) depends on its chunk count only, so 1, 2 or 3 threads give the same bits,
+    also for layers with a few chunks (an epoch's partial last batch)."""
+    use_algorithm(monkeypatch, algo)
+    rng = np.random.default_rng(12)
+    for x_shape in ((3, 2, 8, 8), (3, 4, 16, 8), (5, 4, 8, 8), (2, 10, 12, 8)):
+        x = rng.standard_normal(x_shape).astype(np.float32)
+        w = rng.standard_normal((3, 3, 8, 9)).astype(np.float32)
+        gy = rng.standard_normal(x_shape[:3] + (9,)).astype(np.float32)
+        grads = []
+        for threads in (1, 2, 3):
+            monkeypatch.setattr(schedule, "THREADS", threads)
+            _, saved = cpu.conv2d_forward(x, w, None, (1, 1), (1, 1, 1, 1), False, True)
+            assert saved[5].algorithm == algo
+            grads.append(cpu.conv2d_backward(gy, saved, False, True, False)[1].copy())
+        assert all(np.array_equal(g, grads[0]) for g in grads[1:]), x_shape
+        close(grads[0], ref.conv2d_backward_weights(gy, x, w.shape, (1, 1), (1, 1, 1, 1)), np.float32)
+
+
 def slow_down_thread_1(monkeypatch, seconds):
     """Make tile thread 1 sleep before each tile, so the caller takes most shared tiles."""
     run_tiles = schedule.run_tiles

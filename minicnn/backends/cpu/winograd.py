@@ -28,6 +28,10 @@ WINOGRAD_TILES = 512
 KERNELS = {"winograd": winograd_kernels, "winograd4": winograd4_kernels}
 # Chunks' weight-gradient products up to this size are summed as one stacked GEMM.
 STACKED_SUM_BYTES = 2 << 20
+# Weight gradients of layers with at least this many chunks are summed chunk by chunk in
+# fixed groups; smaller ones by one GEMM per product. A fixed count (not one per thread)
+# keeps a layer's sums, and so its bits, the same for any thread count.
+SUM_MIN_CHUNKS = 4
 
 
 def forward(x, w, b, pads, relu, keep, y, w_key=None, kern=winograd_kernels):
@@ -138,7 +142,7 @@ def weight_grad(x, g4, pt, pl, prepare=None, kern=winograd_kernels):
         kern.grad_tiles(g4, t0, th, tw, tr0, tr1, z)
 
     chunks = _tile_chunks(n * th, tw, kern)
-    if len(chunks) >= 2 * schedule.THREADS:
+    if len(chunks) >= SUM_MIN_CHUNKS:
         du = schedule.ws.scratch("wino_du", (p, c, co), x.dtype)
         sums = schedule.GroupSums(du, "wino_du")
         # one stacked matmul a chunk (fewer GIL waits, as in conv) while its product is
