@@ -131,7 +131,8 @@ def _forward_row_shared(xrow, wq, bq, relu, yrow):
     at stride 1): pixel j + u reads xrow[p, 3*(j + u):3*(j + u) + 9], so four pixels' windows
     are 18 consecutive inputs, loaded once (18 scalars where separate windows need 36) and
     each weight load serves four pixels. The same sums, in the same order, as _forward_row.
-    xrow must hold 9 zeros past the last window (the fourth pixel past OW reads them)."""
+    xrow must hold 9 more values past the last window (read for the pixels past OW, whose
+    sums are not written)."""
     kh, _, ncb, _ = wq.shape
     ow, co = yrow.shape
     OC = _COUT_CHUNK
@@ -276,8 +277,8 @@ def _weight_grad_row(xrow, grow, step, acc):
 def _weight_grad_row_shared(xrow, grow, acc):
     """_weight_grad_row for one pass of nine taps read with a step of three (see
     _forward_row_shared): the three pixels' windows are 15 consecutive inputs, loaded once.
-    The same sums, in the same order. Pixels past OW have zero gradients (and read zeros:
-    xrow must hold 9 of them past the last window)."""
+    The same sums, in the same order. Pixels past OW have zero gradients (and read the 9
+    more values that xrow must hold past the last window)."""
     kh, _, ncb, _ = acc.shape
     ow, co = grow.shape
     OC = _COUT_CHUNK
