@@ -9,7 +9,9 @@ that LLVM vectorises over cout: the taps (nine a pass) and pixels (two) are writ
 out inside the vectorised loop, the weights and sums are arrays at constant offsets
 in a fixed chunk of cout (one runtime alias check), and the inputs are scalars. The
 input gradient's sums over (tap column, cout) are dot products over contiguous runs
-of g's rows.
+of g's rows. A 3x3 RGB kernel at stride 1 reads its nine taps with a step of three, so
+neighbouring pixels' windows overlap: its rows load each input once for four pixels
+(forward) or three (weight gradient), the _shared row functions.
 """
 
 from __future__ import annotations
@@ -77,7 +79,8 @@ _NO_REASSOC = {'nsz', 'arcp', 'contract', 'afn', 'ninf', 'nnan'}
 def _shared_windows(kwcp, step):
     """Whether the taps are one pass of nine read with a step of three (3x3 RGB at stride 1):
     then neighbouring pixels' windows overlap, and the _shared row functions load each input
-    once for several pixels (measured 10-30% faster than separate windows)."""
+    once for several pixels (measured: 20-28% less CPU time than separate windows at VGG16's
+    first layer, same bits)."""
     return kwcp == _TAPS_PER_PASS and step == 3
 
 
