@@ -9,7 +9,9 @@ that LLVM vectorises over cout: the taps (nine a pass) and pixels (two) are writ
 out inside the vectorised loop, the weights and sums are arrays at constant offsets
 in a fixed chunk of cout (one runtime alias check), and the inputs are scalars. The
 input gradient's sums over (tap column, cout) are dot products over contiguous runs
-of g's rows.
+of g's rows. A 3x3 RGB kernel at stride 1 reads its nine taps with a step of three, so
+neighbouring pixels' windows overlap: its rows load each input once for four pixels
+(forward) or three (weight gradient), the _shared row functions.
 """
 
 from __future__ import annotations
@@ -73,6 +75,15 @@ def _padded_rows(x, bi, i, sh, pt, pl, ncols, buf):
 _NO_REASSOC = {'nsz', 'arcp', 'contract', 'afn', 'ninf', 'nnan'}
 
 
+@njit(cache=True)
+def _shared_windows(kwcp, step):
+    """Whether the taps are one pass of nine read with a step of three (3x3 RGB at stride 1):
+    then neighbouring pixels' windows overlap, and the _shared row functions load each input
+    once for several pixels (measured: 20-28% less CPU time than separate windows at VGG16's
+    first layer, same bits)."""
+    return kwcp == _TAPS_PER_PASS and step == 3
+
+
 @njit(fastmath=_NO_REASSOC, cache=True)
 def _forward_row(xrow, wq, bq, relu, step, yrow):
     """yrow[j, oc*OCH + l] = act(bq[oc, l] + sum_{p,s,u} xrow[p, j*step + s*9 + u] * wq[p, s, oc, u*OCH + l]):
@@ -117,6 +128,56 @@ def _forward_row(xrow, wq, bq, relu, step, yrow):
                         yr[l] = au[l]
 
 
+@njit(fastmath=_NO_REASSOC, cache=True)
+def _forward_row_shared(xrow, wq, bq, relu, yrow):
+    """_forward_row for one pass of nine taps read with a step of three (an RGB 3x3 kernel
+    at stride 1): pixel j + u reads xrow[p, 3*(j + u):3*(j + u) + 9], so four pixels' windows
+    are 18 consecutive inputs, loaded once (18 scalars where separate windows need 36) and
+    each weight load serves four pixels. The same sums, in the same order, as _forward_row.
+    xrow must hold 9 more values past the last window (read for the pixels past OW, whose
+    sums are not written)."""
+    kh, _, ncb, _ = wq.shape
+    ow, co = yrow.shape
+    OC = _COUT_CHUNK
+    acc = np.empty(4 * OC, yrow.dtype)
+    for j0 in range(0, ow, 4):
+        for oc in range(ncb):
+            bb = bq[oc]
+            for l in range(OC):
+                acc[l] = bb[l]
+                acc[OC + l] = bb[l]
+                acc[2 * OC + l] = bb[l]
+                acc[3 * OC + l] = bb[l]
+            for p in range(kh):
+                wb = wq[p, 0, oc]
+                xs = xrow[p, 3 * j0:3 * j0 + 18]
+                a0, a1, a2, a3, a4, a5, a6, a7, a8 = xs[0], xs[1], xs[2], xs[3], xs[4], xs[5], xs[6], xs[7], xs[8]
+                a9, a10, a11, a12, a13, a14, a15, a16, a17 = xs[9], xs[10], xs[11], xs[12], xs[13], xs[14], xs[15], xs[16], xs[17]
+                for l in range(OC):
+                    v0, v1, v2 = wb[l], wb[OC + l], wb[2 * OC + l]
+                    v3, v4, v5 = wb[3 * OC + l], wb[4 * OC + l], wb[5 * OC + l]
+                    v6, v7, v8 = wb[6 * OC + l], wb[7 * OC + l], wb[8 * OC + l]
+                    s0 = acc[l] + ((a0 * v0 + a1 * v1 + a2 * v2) + (a3 * v3 + a4 * v4 + a5 * v5) + (a6 * v6 + a7 * v7 + a8 * v8))
+                    s1 = acc[OC + l] + ((a3 * v0 + a4 * v1 + a5 * v2) + (a6 * v3 + a7 * v4 + a8 * v5) + (a9 * v6 + a10 * v7 + a11 * v8))
+                    s2 = acc[2 * OC + l] + ((a6 * v0 + a7 * v1 + a8 * v2) + (a9 * v3 + a10 * v4 + a11 * v5) + (a12 * v6 + a13 * v7 + a14 * v8))
+                    s3 = acc[3 * OC + l] + ((a9 * v0 + a10 * v1 + a11 * v2) + (a12 * v3 + a13 * v4 + a14 * v5) + (a15 * v6 + a16 * v7 + a17 * v8))
+                    acc[l] = s0
+                    acc[OC + l] = s1
+                    acc[2 * OC + l] = s2
+                    acc[3 * OC + l] = s3
+            o0 = oc * OC
+            n_o = min(OC, co - o0)
+            for u in range(min(4, ow - j0)):
+                yr = yrow[j0 + u, o0:o0 + n_o]
+                au = acc[u * OC:u * OC + n_o]
+                if relu:
+                    for l in range(n_o):
+                        yr[l] = max(au[l], 0)
+                else:
+                    for l in range(n_o):
+                        yr[l] = au[l]
+
+
 @njit(nogil=True, fastmath=True, cache=True)
 def conv_direct_forward(x, w2, b, has_bias, relu, kh, kw, sh, sw, pt, pl, oh, ow, y2, r0, r1):
     """y2[r, o] = act(b[o] + sum_{p,q,c} xpad[n, i*sh+p, j*sw+q, c] * w2[(p*kw+q)*C + c, o])
@@ -145,15 +206,22 @@ def conv_direct_forward(x, w2, b, has_bias, relu, kh, kw, sh, sw, pt, pl, oh, ow
     taps = _TAPS_PER_PASS
     wq, bq = _forward_weights(w2, b, has_bias, kh, taps, y2.dtype)
     kwcp = wq.shape[1] * taps
+    shared = _shared_windows(kwcp, sw * c)
     # padded row: the columns j*sw + q < (OW - 1)*sw + kw, then zeros for the taps' padding
+    # (and for the windows that shared ones read past OW)
     ncols = (ow - 1) * sw + kw
-    length = ncols * c + kwcp - kw * c
+    length = ncols * c + kwcp - kw * c + (taps if shared else 0)
+    # one buffer for all the rows: allocating it per row made the pass ~20% slower (measured)
+    xrow = np.empty((kh, length), y2.dtype)
     for row in range(r0, r1):
         bi = row // oh
         i = row - bi * oh
-        xrow = np.zeros((kh, length), y2.dtype)
+        xrow[...] = 0.0
         _padded_rows(x, bi, i, sh, pt, pl, ncols, xrow)
-        _forward_row(xrow, wq, bq, relu, sw * c, y2[row * ow:(row + 1) * ow])
+        if shared:
+            _forward_row_shared(xrow, wq, bq, relu, y2[row * ow:(row + 1) * ow])
+        else:
+            _forward_row(xrow, wq, bq, relu, sw * c, y2[row * ow:(row + 1) * ow])
 
 
 @njit(fastmath=_NO_REASSOC, cache=True)
@@ -208,6 +276,51 @@ def _weight_grad_row(xrow, grow, step, acc):
                         ab[8 * OC + l] += a08 * h0 + a18 * h1 + a28 * h2
 
 
+@njit(fastmath=_NO_REASSOC, cache=True)
+def _weight_grad_row_shared(xrow, grow, acc):
+    """_weight_grad_row for one pass of nine taps read with a step of three (see
+    _forward_row_shared): the three pixels' windows are 15 consecutive inputs, loaded once.
+    The same sums, in the same order. Pixels past OW have zero gradients (and read the 9
+    more values that xrow must hold past the last window)."""
+    kh, _, ncb, _ = acc.shape
+    ow, co = grow.shape
+    OC = _COUT_CHUNK
+    gb = np.empty(3 * OC, grow.dtype)
+    for j0 in range(0, ow, 3):
+        for oc in range(ncb):
+            o0 = oc * OC
+            n_o = min(OC, co - o0)
+            for u in range(3):
+                gu = gb[u * OC:(u + 1) * OC]
+                if j0 + u < ow:
+                    src = grow[j0 + u, o0:o0 + n_o]
+                    for l in range(n_o):
+                        gu[l] = src[l]
+                    for l in range(n_o, OC):
+                        gu[l] = 0.0
+                else:
+                    for l in range(OC):
+                        gu[l] = 0.0
+            for p in range(kh):
+                ab = acc[p, 0, oc]
+                xs = xrow[p, 3 * j0:3 * j0 + 15]
+                a0, a1, a2, a3, a4, a5, a6, a7, a8 = xs[0], xs[1], xs[2], xs[3], xs[4], xs[5], xs[6], xs[7], xs[8]
+                a9, a10, a11, a12, a13, a14 = xs[9], xs[10], xs[11], xs[12], xs[13], xs[14]
+                for l in range(OC):
+                    h0 = gb[l]
+                    h1 = gb[OC + l]
+                    h2 = gb[2 * OC + l]
+                    ab[l] += a0 * h0 + a3 * h1 + a6 * h2
+                    ab[OC + l] += a1 * h0 + a4 * h1 + a7 * h2
+                    ab[2 * OC + l] += a2 * h0 + a5 * h1 + a8 * h2
+                    ab[3 * OC + l] += a3 * h0 + a6 * h1 + a9 * h2
+                    ab[4 * OC + l] += a4 * h0 + a7 * h1 + a10 * h2
+                    ab[5 * OC + l] += a5 * h0 + a8 * h1 + a11 * h2
+                    ab[6 * OC + l] += a6 * h0 + a9 * h1 + a12 * h2
+                    ab[7 * OC + l] += a7 * h0 + a10 * h1 + a13 * h2
+                    ab[8 * OC + l] += a8 * h0 + a11 * h1 + a14 * h2
+
+
 @njit(nogil=True, fastmath=True, cache=True)
 def conv_direct_backward_weights(x, g2, kh, kw, sh, sw, pt, pl, oh, ow, partial, t0, t1):
     """partial[t, (p*kw+q)*C + c, o] = sum over the t-th chunk of output rows (n, i) of
@@ -237,16 +350,21 @@ def conv_direct_backward_weights(x, g2, kh, kw, sh, sw, pt, pl, oh, ow, partial,
     kwc = kw * c
     npass = -(-kwc // taps)
     ncb = -(-co // och)
+    shared = _shared_windows(npass * taps, sw * c)
     ncols = (ow - 1) * sw + kw
-    length = ncols * c + npass * taps - kwc
+    length = ncols * c + npass * taps - kwc + (taps if shared else 0)
     rows = n * oh
+    xrow = np.empty((kh, length), x.dtype)
     for t in range(t0, t1):
         acc = np.zeros((kh, npass, ncb, taps * och), x.dtype)
         for row in range(t * rows // chunks, (t + 1) * rows // chunks):
             bi = row // oh
-            xrow = np.zeros((kh, length), x.dtype)
+            xrow[...] = 0.0
             _padded_rows(x, bi, row - bi * oh, sh, pt, pl, ncols, xrow)
-            _weight_grad_row(xrow, g2[row * ow:(row + 1) * ow], sw * c, acc)
+            if shared:
+                _weight_grad_row_shared(xrow, g2[row * ow:(row + 1) * ow], acc)
+            else:
+                _weight_grad_row(xrow, g2[row * ow:(row + 1) * ow], sw * c, acc)
         _unpack_taps(acc, kwc, partial[t])
 
 
