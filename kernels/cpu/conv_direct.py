@@ -224,6 +224,25 @@ def conv_direct_forward(x, w2, b, has_bias, relu, kh, kw, sh, sw, pt, pl, oh, ow
             _forward_row(xrow, wq, bq, relu, sw * c, y2[row * ow:(row + 1) * ow])
 
 
+@njit(inline="always")
+def _three_pixel_grads(grow, j0, o0, n_o, gb):
+    """gb[u*OC:(u+1)*OC] = the output gradients of pixel j0 + u, channels o0:o0+n_o, for
+    u < 3; zeros past OW and past n_o (OC = len(gb) // 3)."""
+    ow = grow.shape[0]
+    oc = gb.shape[0] // 3
+    for u in range(3):
+        gu = gb[u * oc:(u + 1) * oc]
+        if j0 + u < ow:
+            src = grow[j0 + u, o0:o0 + n_o]
+            for l in range(n_o):
+                gu[l] = src[l]
+            for l in range(n_o, oc):
+                gu[l] = 0.0
+        else:
+            for l in range(oc):
+                gu[l] = 0.0
+
+
 @njit(fastmath=_NO_REASSOC, cache=True)
 def _weight_grad_row(xrow, grow, step, acc):
     """acc[p, s, oc, t*OCH + l] += sum_j xrow[p, j*step + s*9 + t] * grow[j, oc*OCH + l]: one
@@ -241,17 +260,7 @@ def _weight_grad_row(xrow, grow, step, acc):
         for oc in range(ncb):
             o0 = oc * OC
             n_o = min(OC, co - o0)
-            for u in range(3):
-                gu = gb[u * OC:(u + 1) * OC]
-                if j0 + u < ow:
-                    src = grow[j0 + u, o0:o0 + n_o]
-                    for l in range(n_o):
-                        gu[l] = src[l]
-                    for l in range(n_o, OC):
-                        gu[l] = 0.0
-                else:
-                    for l in range(OC):
-                        gu[l] = 0.0
+            _three_pixel_grads(grow, j0, o0, n_o, gb)
             for p in range(kh):
                 for s in range(npass):
                     ab = acc[p, s, oc]
@@ -290,17 +299,7 @@ def _weight_grad_row_shared(xrow, grow, acc):
         for oc in range(ncb):
             o0 = oc * OC
             n_o = min(OC, co - o0)
-            for u in range(3):
-                gu = gb[u * OC:(u + 1) * OC]
-                if j0 + u < ow:
-                    src = grow[j0 + u, o0:o0 + n_o]
-                    for l in range(n_o):
-                        gu[l] = src[l]
-                    for l in range(n_o, OC):
-                        gu[l] = 0.0
-                else:
-                    for l in range(OC):
-                        gu[l] = 0.0
+            _three_pixel_grads(grow, j0, o0, n_o, gb)
             for p in range(kh):
                 ab = acc[p, 0, oc]
                 xs = xrow[p, 3 * j0:3 * j0 + 15]
