@@ -161,6 +161,7 @@ class DiskCache:
         self.lock = threading.Lock()
         self.dirty = False
         self._lock_file = None
+        self._retired: list = []                   # replaced readers, closed with the cache
         self.state = self._load_state()
         if not self._final_is_complete():
             self._take_process_lock()
@@ -224,10 +225,11 @@ class DiskCache:
         """A copy of the cached image, None if not cached yet; CorruptImageError if known bad."""
         s = self.state[index]
         if s == CACHED:
-            image = self.images.read(index)
+            images = self.images                  # one object throughout: another thread may swap it
+            image = images.read(index)
             if zlib.crc32(image) == self.crc[index]:
                 return image
-            warnings.warn(f"decoded-image cache {self.images.path}: sample {index} fails its checksum; "
+            warnings.warn(f"decoded-image cache {images.path}: sample {index} fails its checksum; "
                           f"decoding it again from its source", RuntimeWarning, stacklevel=3)
             return None
         if s == BAD:
@@ -256,9 +258,15 @@ class DiskCache:
             self._take_process_lock()
         except BlockingIOError:
             return False
-        self.images.close()
-        self.images = _Rows(self.final, writable=True)
+        self._swap_images(_Rows(self.final, writable=True))
         return True
+
+    def _swap_images(self, new: _Rows) -> None:
+        """Use ``new`` from now on. The old file stays open until the cache closes: a loader
+        thread may be reading through it right now (closing it under that read failed
+        with EBADF, and a reused descriptor number could even read another file)."""
+        self._retired.append(self.images)
+        self.images = new
 
     def mark_bad(self, index: int, path: str, reason: str) -> None:
         with self.lock:
@@ -279,8 +287,7 @@ class DiskCache:
                 os.replace(self.partial, self.final)  # the open descriptor still points at the same file
             if self.complete:
                 self._release_process_lock()           # complete: read-only from now on
-                self.images.close()
-                self.images = _Rows(self.final, writable=False)
+                self._swap_images(_Rows(self.final, writable=False))
             self.dirty = False
 
     def _release_process_lock(self) -> None:
@@ -292,7 +299,9 @@ class DiskCache:
         """Flush, let other processes fill the cache, and forget this object (a later open re-reads)."""
         self.flush()
         self._release_process_lock()
-        self.images.close()
+        for rows in self._retired + [self.images]:
+            rows.close()
+        self._retired.clear()
         with _OPEN_LOCK:
             if _OPEN.get(self.stem) is self:
                 del _OPEN[self.stem]

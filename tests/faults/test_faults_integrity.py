@@ -119,6 +119,33 @@ def test_a_damaged_decoded_image_cache_entry_is_decoded_again_and_repaired(tmp_p
     DiskCache.open(cache, ds).close()
 
 
+def test_a_repair_does_not_close_the_file_under_a_loader_thread_reading_it(tmp_path, monkeypatch):
+    """Found when tried (CI, once): a loader thread inside get() while another thread's
+    repair reopened the complete cache for writing read through a closed descriptor
+    (EBADF). The repair must close no descriptor a reader may hold, and a reader that
+    took the file before the swap must still read the right rows."""
+    image_folder(tmp_path / "data", per_class=4)
+    ds = ImageFolder(tmp_path / "data", image_size=16)
+    truth = np.stack([decode_image(p, (16, 16)) for p in ds.paths])
+    cache = tmp_path / "cache"
+    _images(DataLoader(ds, batch_size=4, cache_dir=cache, progress=False))
+    opened = DiskCache.open(cache, ds)
+    try:
+        reader = opened.images                    # what a thread in get() holds
+        assert not reader.writable
+        held = reader.fd
+        closed, real_close = [], os.close
+        monkeypatch.setattr(os, "close", lambda fd: (closed.append(fd), real_close(fd))[1])
+        opened.put(5, truth[5])                   # a repair: reopens the cache for writing
+        monkeypatch.setattr(os, "close", real_close)
+        assert opened.images is not reader and held not in closed
+        for i in (0, 5, 11):
+            np.testing.assert_array_equal(reader.read(i), truth[i])
+        opened.flush()
+    finally:
+        opened.close()
+
+
 def test_a_source_replaced_with_size_and_mtime_kept_is_not_served_stale(tmp_path):
     paths = image_folder(tmp_path / "data", per_class=4, ext=".bmp")     # uncompressed: equal sizes
     cache = tmp_path / "cache"
