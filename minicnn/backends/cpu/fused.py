@@ -39,7 +39,7 @@ def forward(x, w, b, stride, pads, keep, algorithm, w_key=None):
             kern.pool_tiles(m, t0, th, tw, tr0, tr1, bias, has_bias, pooled, which)
 
         winograd.conv(x, u, None, pt, pl, oh, ow, pool, kern)
-        return pooled, which, (u if kern is winograd.winograd_kernels else None)   # F(4x4)'s gx does not read U
+        return pooled, which, (u if winograd.holds_u(keep, kern) else None)
     pooled2, which2 = pooled.reshape(-1, co), which.reshape(-1, co)
     k = kh * kw * c
     w2 = w.reshape(k, co)

@@ -44,7 +44,12 @@ def forward(x, w, b, pads, relu, keep, y, w_key=None, kern=winograd_kernels):
         kern.output_tiles(m, t0, th, tw, tr0, tr1, bias, has_bias, relu, y)
 
     conv(x, u, None, pads[0], pads[2], y.shape[1], y.shape[2], finish, kern)
-    return u if keep and kern is winograd_kernels else None
+    return u if holds_u(keep, kern) else None
+
+
+def holds_u(keep: bool, kern) -> bool:
+    """Whether a layer's saved state holds U: only F(2x2, 3x3)'s input gradient reads it again."""
+    return keep and kern is winograd_kernels
 
 
 def kernel_transform(w, keep, w_key=None, kern=winograd_kernels):
@@ -65,7 +70,7 @@ def kernel_transform(w, keep, w_key=None, kern=winograd_kernels):
                            schedule.pieces(shape[1], 4 * schedule.THREADS), shared=True)
         return u
 
-    held = keep and kern is winograd_kernels
+    held = holds_u(keep, kern)
     if w_key is not None and (held or not keep):
         return transforms.cache.get(*w_key, kind, lambda: compute(schedule.ws.output(shape, w.dtype)))
     if w_key is not None:
@@ -94,7 +99,7 @@ def conv(x, u, perm, pt, pl, oh, ow, finish, kern=winograd_kernels):
     if len(chunks) >= 2 * schedule.THREADS:
         # one stacked matmul a chunk: each Python-level call is a wait for the GIL, and on a
         # busy host a thread that waits may lose its CPU for a while
-        stack = u if not rotated else (u if perm == tuple(range(p)) else u[list(perm)]).transpose(0, 2, 1)
+        stack = u[list(perm)].transpose(0, 2, 1) if rotated else u
 
         def work(thread, tr0, tr1):
             v = schedule.ws.scratch("wino_v", (p, (tr1 - tr0) * tw, c), x.dtype)
@@ -182,7 +187,7 @@ def weight_grad(x, g4, pt, pl, prepare=None, kern=winograd_kernels):
 def data_grad(g4, u, w, x_shape, pads, kern=winograd_kernels):
     """gx: the convolution of g with the kernel w rotated 180 degrees, channels swapped.
     Its transform at k is, for F(2x2, 3x3), U[PERM[k]]^T (no new transform); for F(4x4,
-    3x3), the transform of the spatially flipped kernel, transposed (computed into
+    3x3), the transform of the spatially flipped kernel, transposed (a view; computed into
     scratch: an input gradient is needed once per step)."""
     _, h, wd, _ = x_shape
     gx = schedule.ws.output(x_shape, g4.dtype)
@@ -195,5 +200,5 @@ def data_grad(g4, u, w, x_shape, pads, kern=winograd_kernels):
         conv(g4, u, winograd_kernels.PERM, 2 - pt, 2 - pl, h, wd, finish)
     else:
         flipped = kernel_transform(w[::-1, ::-1], False, None, kern)
-        conv(g4, flipped, tuple(range(kern.POINTS)), 2 - pt, 2 - pl, h, wd, finish, kern)
+        conv(g4, flipped.transpose(0, 2, 1), None, 2 - pt, 2 - pl, h, wd, finish, kern)
     return gx
