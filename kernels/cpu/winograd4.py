@@ -97,17 +97,6 @@ def _put6(a, k, t, o, vals):
 
 
 @njit(inline="always")
-def _col6(a, s, o, vals):
-    """a[0:6, s, o] = vals."""
-    a[0, s, o] = vals[0]
-    a[1, s, o] = vals[1]
-    a[2, s, o] = vals[2]
-    a[3, s, o] = vals[3]
-    a[4, s, o] = vals[4]
-    a[5, s, o] = vals[5]
-
-
-@njit(inline="always")
 def _g_consts(dtype):
     t = dtype.type
     return t(1 / 3), t(16 / 15), t(8 / 15), t(4 / 15), t(1 / 15), t(2.0)
@@ -137,7 +126,7 @@ def weight_transform(w, c0, c1, u):
     for ci in range(c0, c1):
         for q in range(3):
             for o in range(cout):
-                _col6(tmp, q, o, _g(w[0, q, ci, o], w[1, q, ci, o], w[2, q, ci, o], k))
+                _put6(tmp, 0, q, o, _g(w[0, q, ci, o], w[1, q, ci, o], w[2, q, ci, o], k))
         for r in range(6):
             for o in range(cout):
                 _put6(u, 6 * r, ci, o, _g(tmp[r, 0, o], tmp[r, 1, o], tmp[r, 2, o], k))
@@ -197,7 +186,7 @@ def input_tiles(x, pt, pl, th, tw, tr0, tr1, v, t0):
                     col = _bt(src[sn, sh, sw + s, ci], src[sn, sh + 1, sw + s, ci], src[sn, sh + 2, sw + s, ci],
                               src[sn, sh + 3, sw + s, ci], src[sn, sh + 4, sw + s, ci],
                               src[sn, sh + 5, sw + s, ci], k)
-                    _col6(tmp, s, ci, col)
+                    _put6(tmp, 0, s, ci, col)
             for r in range(6):
                 for ci in range(c):
                     _put6(v, 6 * r, t, ci, _bt(tmp[r, 0, ci], tmp[r, 1, ci], tmp[r, 2, ci], tmp[r, 3, ci],
@@ -319,12 +308,12 @@ def grad_tiles(g, t0, th, tw, tr0, tr1, z):
                     for o in range(co):
                         col = _a(g[n, i0, j0 + s, o], g[n, i0 + 1, j0 + s, o], g[n, i0 + 2, j0 + s, o],
                                  g[n, i0 + 3, j0 + s, o], k)
-                        _col6(tmp, s, o, col)
+                        _put6(tmp, 0, s, o, col)
                 else:
                     for o in range(co):
                         y1 = g[n, i0 + 1, j0 + s, o] if rows > 1 else zero
                         y2 = g[n, i0 + 2, j0 + s, o] if rows > 2 else zero
-                        _col6(tmp, s, o, _a(g[n, i0, j0 + s, o], y1, y2, zero, k))
+                        _put6(tmp, 0, s, o, _a(g[n, i0, j0 + s, o], y1, y2, zero, k))
             for r in range(6):
                 for o in range(co):
                     _put6(z, 6 * r, t, o, _a(tmp[r, 0, o], tmp[r, 1, o], tmp[r, 2, o], tmp[r, 3, o], k))
