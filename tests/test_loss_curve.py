@@ -7,13 +7,17 @@ run exact im2col GEMMs. Every batch's loss must agree within 1e-3 (issue 19's to
 for the fine-tuning curve), while the losses themselves fall by far more.
 """
 
+import sys
+from pathlib import Path
+
 import numpy as np
 import minicnn
-from minicnn import functional as F
 from minicnn import nn, optim
 from minicnn.backends import cpu
 from minicnn.train import fit
-from minicnn.train.callbacks import Callback
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
+from loss_curve import BatchLosses, conv_plans  # noqa: E402  (benchmarks/ is not a package)
 
 SIZE, BATCH, CLASSES = 32, 8, 4
 
@@ -46,26 +50,6 @@ def stripes(n=48, seed=0):
     return x, y.astype(np.int64)
 
 
-class BatchLosses(Callback):
-    def __init__(self):
-        self.losses = []
-
-    def on_batch_end(self, trainer, batch, logs):
-        self.losses.append(float(logs["loss"]))
-
-
-def conv_algorithms(model):
-    """{conv layer: the backend's algorithm for it on a full batch}."""
-    plans = {}
-    for layer in model.leaf_layers():
-        if isinstance(layer, nn.Conv2D):
-            x_shape = (BATCH,) + tuple(layer.input_shape[1:])
-            pads = F._pads(layer.padding, x_shape[1:3], layer.kernel_size, layer.strides, layer.name)
-            plan = cpu.conv_algorithm(x_shape, layer.kernel.shape, layer.strides, pads, 4)
-            plans[layer.name] = plan.algorithm
-    return plans
-
-
 def train_curve():
     """Every batch's training loss over 3 epochs, and the algorithms the conv layers took."""
     model = small_vgg()
@@ -74,7 +58,7 @@ def train_curve():
     opt = optim.SGD(list(model.named_parameters()), lr=0.004, momentum=0.9)
     fit(model, (x[:40], y[:40]), (x[40:], y[40:]), opt, epochs=3, batch_size=BATCH, callbacks=[record],
         verbose=0)
-    return np.array(record.losses), conv_algorithms(model)
+    return np.concatenate(record.epochs), conv_plans(model, BATCH)
 
 
 def test_loss_curve_is_the_same_with_winograd_and_exact_gemms(monkeypatch):

@@ -21,7 +21,7 @@ from kernels.cpu import winograd4 as K
 from minicnn.backends import cpu
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
-from winograd_error import cook_toom  # noqa: E402  (benchmarks/ is not a package)
+from winograd_error import conv_f64, cook_toom  # noqa: E402  (benchmarks/ is not a package)
 
 POINTS = (0, 1, -1, Fraction(1, 2), -2)          # and infinity
 
@@ -69,13 +69,6 @@ def test_the_kernels_apply_the_constructed_matrices():
                                rtol=1e-12, atol=1e-12)
 
 
-def _conv_f64(x, w):
-    n, h, wd, _ = x.shape
-    xp = np.pad(x.astype(np.float64), ((0, 0), (1, 1), (1, 1), (0, 0)))
-    return sum(np.einsum("nhwi,io->nhwo", xp[:, a:a + h, b:b + wd], w[a, b].astype(np.float64))
-               for a in range(3) for b in range(3))
-
-
 @pytest.mark.parametrize("algo", ["winograd4", "winograd"])
 def test_float32_error_at_512_channels_against_float64(algo, monkeypatch):
     """A VGG16 block-4 layer (8x8, 512 -> 512, ReLU'd input, He-scaled kernel) in float32:
@@ -89,7 +82,7 @@ def test_float32_error_at_512_channels_against_float64(algo, monkeypatch):
     w = (rng.standard_normal((3, 3, 512, 512)) * np.sqrt(2 / (9 * 512))).astype(np.float32)
     y, saved = cpu.conv2d_forward(x, w, None, (1, 1), (1, 1, 1, 1), False, True)
     assert saved[5].algorithm == algo
-    want = _conv_f64(x, w)
+    want = conv_f64(x, w)[0]
     error = np.abs(y - want).max() / np.abs(want).max()
     assert error < (2e-5 if algo == "winograd4" else 2e-6)
     assert error > 1e-8                                  # float32 arithmetic, not a float64 path
