@@ -55,14 +55,21 @@ def timeit(fn, repeat: int = 5, warmup: int = 1) -> list[float]:
     return times
 
 
-def interleaved(candidates: dict, rounds: int = 7, warmup: int = 1) -> dict:
-    """Median seconds per call of each candidate, run round-robin ``rounds`` times."""
+def interleaved(candidates: dict, rounds: int = 7, warmup: int = 1, settle: int = 0) -> dict:
+    """Median seconds per call of each candidate, run round-robin ``rounds`` times.
+
+    With ``settle`` > 0, each turn first makes that many untimed calls of the same
+    candidate, so the timed call follows its own kind, as a step in a training loop does,
+    and not another framework's pass, whose threads may still be spinning on the cores.
+    """
     for fn in candidates.values():
         for _ in range(warmup):
             fn()
     times: dict = {name: [] for name in candidates}
     for _ in range(rounds):
         for name, fn in candidates.items():
+            for _ in range(settle):
+                fn()
             start = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - start)

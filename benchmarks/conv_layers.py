@@ -9,6 +9,8 @@ through its backend functions, the same calls minicnn.functional.conv2d makes; P
 forward, the raw Conv2DBackpropInput / Conv2DBackpropFilter + BiasAddGrad ops for the
 backward passes, so each pass runs alone). All three take their turns in the same
 round-robin rounds (the worker's passes are timed as the parent's round trip to it).
+Each turn first makes ``--settle`` untimed calls of the same pass (default 1), so no
+timed pass runs while another framework's idle threads still spin on the cores.
 
 Per pass: ms, GFLOP/s (direct convolution's 2*N*H*W*9*cin*cout over the time) and its
 share of the measured GEMM ceiling, and minicnn's time over PyTorch's and TensorFlow's.
@@ -17,7 +19,7 @@ algorithm minicnn's backend picks for the pass (Winograd, im2col, taps, direct .
 at this machine's best measured SGEMM rate, minicnn's time over it ("x limit"), and
 PyTorch's and TensorFlow's times over direct convolution's multiplies at that rate.
 
-    python benchmarks/conv_layers.py [--size 64 --batch 16] [--rounds 7] [--no-tf]
+    python benchmarks/conv_layers.py [--size 64 --batch 16] [--rounds 7] [--settle 1] [--no-tf]
 
 Writes results/conv_layers_<size>_b<batch>.json and .png. Without PyTorch its ratios
 read "no torch"; without TensorFlow (or with --no-tf) its columns read "-".
@@ -135,7 +137,7 @@ def layer_row(name, shape, med, macs, peak, peaks) -> dict:
     return row
 
 
-def run(size: int, batch: int, rounds: int, use_tf: bool = True) -> dict:
+def run(size: int, batch: int, rounds: int, use_tf: bool = True, settle: int = 1) -> dict:
     torch = H.torch_or_none()
     peak = H.gemm_peak_gflops(torch)
     peaks = _limits.sgemm_peaks()
@@ -150,7 +152,7 @@ def run(size: int, batch: int, rounds: int, use_tf: bool = True) -> dict:
                 candidates.update({("torch", p): f for p, f in torch_passes(torch, x, w, b, gy).items()})
             if tf is not None:
                 candidates.update({("tf", p): tf.case(f"{name} {p}") for p in PASSES})
-            med = H.interleaved(candidates, rounds=rounds)
+            med = H.interleaved(candidates, rounds=rounds, settle=settle)
             macs = _limits.layer_macs(x.shape, w.shape, (1, 1), (1, 1, 1, 1), x.itemsize)
             row = layer_row(name, [batch, hw, hw, cin, cout], med, macs, peak, peaks)
             layers.append(row)
@@ -162,7 +164,7 @@ def run(size: int, batch: int, rounds: int, use_tf: bool = True) -> dict:
             tf.close()
     fused = fused_pool_speedups(size, batch, rounds)
     return {"machine": H.machine_info(torch), "tensorflow": tf_python, "gemm_peak_gflops": peak,
-            "sgemm": peaks, "size": size, "batch": batch, "rounds": rounds, "layers": layers, "fused_conv_relu_pool": fused}
+            "sgemm": peaks, "size": size, "batch": batch, "rounds": rounds, "settle": settle, "layers": layers, "fused_conv_relu_pool": fused}
 
 
 def _x(r) -> str:
@@ -230,9 +232,10 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--settle", type=int, default=1, help="untimed calls before each timed one")
     parser.add_argument("--no-tf", action="store_true", help="leave TensorFlow out")
     args = parser.parse_args()
-    report(run(args.size, args.batch, args.rounds, not args.no_tf))
+    report(run(args.size, args.batch, args.rounds, not args.no_tf, args.settle))
 
 
 if __name__ == "__main__":

@@ -12,6 +12,10 @@ each input size and batch, round-robin:
     training step     zero_grad, forward through base and head, loss, backward, SGD step
     last_block step   the same with blocks 1-4 frozen (the thesis' fine-tuning setting)
 
+Each turn of a round makes ``--settle`` untimed calls of its case first (default 1), so
+the timed call follows a call of its own, as in a training loop, and not another
+framework's pass while that framework's idle threads still spin on the cores.
+
 "limit" is the pass's multiply-adds for minicnn's algorithms (Winograd where it runs)
 at this machine's best measured SGEMM rate (benchmarks/_limits.py): "x limit" says how
 far a pass is from what the BLAS could do with the same multiplies; "torch x direct"
@@ -21,7 +25,7 @@ Peak memory: each framework runs training steps in its own subprocess, which
 reports its peak RSS and its RSS after importing its libraries, so "working"
 memory (peak minus that) leaves out the libraries' own code and data.
 
-    python benchmarks/vgg16_step.py [--configs 64x16,224x2] [--rounds 5] [--steps 4] [--no-tf]
+    python benchmarks/vgg16_step.py [--configs 64x16,224x2] [--rounds 5] [--settle 1] [--steps 4] [--no-tf]
 
 Writes results/vgg16_step.json and results/vgg16_step.png.
 """
@@ -183,7 +187,7 @@ def _ms(seconds):
 
 
 def run_config(torch, tf_python, size: int, batch: int, rounds: int, steps: int, peaks: dict,
-               before: str | None = None) -> dict:
+               before: str | None = None, settle: int = 1) -> dict:
     ours = minicnn_cases(size, batch)
     candidates = {("minicnn", k): f for k, f in ours.items()}
     if torch is not None:
@@ -196,12 +200,12 @@ def run_config(torch, tf_python, size: int, batch: int, rounds: int, steps: int,
     for name, worker in workers.items():
         candidates.update({(name, k): f for k, f in worker.cases().items()})
     try:
-        med = H.interleaved(candidates, rounds=rounds, warmup=2)
+        med = H.interleaved(candidates, rounds=rounds, warmup=2, settle=settle)
     finally:
         for worker in workers.values():
             worker.close()
     macs = _limits.vgg16_macs(size, batch)
-    result = {"size": size, "batch": batch, "passes": {}}
+    result = {"size": size, "batch": batch, "rounds": rounds, "settle": settle, "passes": {}}
     for k in ours:
         mine, theirs, tf = med[("minicnn", k)], med.get(("torch", k)), med.get(("tf", k))
         result["passes"][k] = {"minicnn_ms": mine * 1e3, "torch_ms": _ms(theirs), "tf_ms": _ms(tf),
@@ -275,6 +279,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--configs", default="64x16,224x2", help="SIZExBATCH, comma separated")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--settle", type=int, default=1, help="untimed calls before each timed one")
     parser.add_argument("--steps", type=int, default=4, help="training steps in each memory run")
     parser.add_argument("--no-tf", action="store_true", help="leave TensorFlow out")
     parser.add_argument("--before", metavar="TREE", help="also time minicnn from this checkout, in a worker "
@@ -290,7 +295,8 @@ def main() -> None:
     peaks = _limits.sgemm_peaks()
     results = []
     for size, batch in configs:
-        results.append(run_config(torch, tf_python, size, batch, args.rounds, args.steps, peaks, args.before))
+        results.append(run_config(torch, tf_python, size, batch, args.rounds, args.steps, peaks, args.before,
+                                  args.settle))
         for k, p in results[-1]["passes"].items():
             then = f", {p['before_ms']:.0f} ms before: {H.fmt_ratio(p['after_over_before'])}" if args.before else ""
             print(f"{size}x{size} b{batch} {k}: {p['minicnn_ms']:.0f} ms, {H.fmt_ratio(p['ratio'])} of torch, "

@@ -3,6 +3,7 @@ enumeration (every output position and tap; every Winograd tile, checked to cove
 exactly once), on odd sizes too, and VGG16's conv base against its published 15.35 GMACs."""
 
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -94,3 +95,28 @@ def test_vgg16_direct_forward_is_the_published_count():
     assert macs["backward"] == 2 * macs["forward"] - first_layer
     assert [name for name, *_ in _limits.vgg16_layers(224)][::4] == [
         "block1_conv1", "block3_conv1", "block4_conv2", "block5_conv3"]
+
+
+def test_interleaved_times_the_call_after_the_settling_ones():
+    """_harness.interleaved: round-robin turns; with settle=1 a turn is two calls of one
+    candidate, and only the second is timed (a slow first call must not show)."""
+    import _harness
+
+    order = []
+
+    def candidate(name, first_s):
+        calls = []
+
+        def call():
+            order.append(name)
+            calls.append(None)
+            if len(calls) % 2 == 0:          # the first of each turn's pair (warmup is 1 call)
+                time.sleep(first_s)
+        return call
+
+    med = _harness.interleaved({"a": candidate("a", 0.02), "b": candidate("b", 0.0)}, rounds=3, settle=1)
+    assert order == ["a", "b"] + ["a", "a", "b", "b"] * 3
+    assert med["a"] < 0.01 and med["b"] < 0.01
+    order.clear()
+    med = _harness.interleaved({"a": candidate("a", 0.02)}, rounds=3)
+    assert order == ["a"] * 4 and med["a"] >= 0.02     # unsettled: the timed calls are slow, fast, slow

@@ -471,6 +471,27 @@ def test_tile_team_runs_every_worker_and_raises_a_helpers_error():
     assert sorted(calls) == [0, 1]
 
 
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2,
+                    reason="needs Linux and at least two CPUs to choose from")
+def test_tile_team_keeps_its_helpers_off_the_callers_cpu():
+    """Linux wakes a blocked helper on its waker's CPU, where the two would share one core:
+    before each pass the team lets its helpers run anywhere but the caller's CPU."""
+    allowed = os.sched_getaffinity(0)
+    team = schedule.Team(1)
+    team.run(lambda t: None, 2)                 # the helper has started and told its thread id
+    try:
+        for cpu in sorted(allowed)[:2]:
+            os.sched_setaffinity(0, {cpu})      # pid 0: this thread only
+            time.sleep(0.05)                    # long enough for the helper to block
+            ran_on = {}
+            team.run(lambda t: ran_on.setdefault(t, schedule._sched_getcpu()), 2)
+            assert ran_on[0] == cpu
+            assert os.sched_getaffinity(team._tids[0]) == allowed - {cpu}
+            assert ran_on[1] != cpu
+    finally:
+        os.sched_setaffinity(0, allowed)
+
+
 def test_tile_team_finishes_an_interrupted_pass_before_the_next():
     """Ctrl-C while the caller waits for a helper: the next pass must not start (and
     reuse buffers) while that helper still runs the old one."""
