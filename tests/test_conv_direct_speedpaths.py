@@ -94,3 +94,27 @@ def test_shared_rows_same_bits_as_general_rows(ow, co):
     conv_direct._weight_grad_row_shared(xrow, grow, shared)
     assert not np.array_equal(general, start)
     assert np.array_equal(general, shared)
+
+
+@pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize("case", SHARED_CASES[:5:2] + SHARED_CASES[6:7], ids=["5x1", "3x5", "4x11", "stride3"])
+def test_weight_grad_masks_rows_in_its_kernel(case, relu):
+    """Without gx the direct weight gradient masks g by the ReLU and sums the bias gradient
+    row by row in its kernel: the float64 reference's gw and gb, and gw's bits of the path
+    that writes the masked g out first (taken when gx is asked for too)."""
+    x_shape, (kh, kw, co), stride, pads = case
+    rng = np.random.default_rng(sum(x_shape) + co + 7 * relu)
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    w = rng.standard_normal((kh, kw, x_shape[3], co)).astype(np.float32)
+    b = rng.standard_normal(co).astype(np.float32)
+    y, saved = cpu.conv2d_forward(x, w, b, stride, pads, relu, True)
+    gy = rng.standard_normal(y.shape).astype(np.float32)
+    g = gy.astype(np.float64) * (y > 0) if relu else gy.astype(np.float64)
+    _, gw, gb = cpu.conv2d_backward(gy, saved, False, True, True)
+    gw, gb = gw.copy(), gb.copy()
+    np.testing.assert_allclose(gw, ref.conv2d_backward_weights(g, x.astype(np.float64), w.shape, stride, pads),
+                               **TOL[np.float32])
+    np.testing.assert_allclose(gb, g.sum(axis=(0, 1, 2)), **TOL[np.float32])
+    _, gw_out, gb_out = cpu.conv2d_backward(gy, saved, True, True, True)
+    assert np.array_equal(gw, gw_out)
+    np.testing.assert_allclose(gb, gb_out, rtol=1e-6, atol=1e-6)   # float64 parts cut at other rows

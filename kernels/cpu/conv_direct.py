@@ -19,6 +19,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from .epilogue import relu_mask_rows
+
 # Taps per pass: 9 = one 3-wide kernel row x 3 (RGB) channels. The pass loops of
 # _forward_row and _weight_grad_row are written out for nine taps, and two or three pixels.
 _TAPS_PER_PASS = 9
@@ -321,10 +323,15 @@ def _weight_grad_row_shared(xrow, grow, acc):
 
 
 @njit(nogil=True, fastmath=True, cache=True)
-def conv_direct_backward_weights(x, g2, kh, kw, sh, sw, pt, pl, oh, ow, partial, t0, t1):
+def conv_direct_backward_weights(x, g2, y, use_mask, sums, kh, kw, sh, sw, pt, pl, oh, ow, partial, t0, t1):
     """partial[t, (p*kw+q)*C + c, o] = sum over the t-th chunk of output rows (n, i) of
     sum_j xpad[n, i*sh+p, j*sw+q, c] * g2[r, o], for the chunks t in t0:t1; the weight
     gradient is partial.sum(0).
+
+    With ``sums`` (float64 (chunks, cout); empty: g2 is used as it is), g2 is the raw output
+    gradient: each output row is first masked into a row buffer (g = g2 * 1[y > 0], or g2
+    when not use_mask) and its column sums added to sums[t], the bias gradient's part, so
+    the masked gradient is never written out in full.
 
     Each chunk sums into its own acc in the layout of _forward_weights
     (passes s of T = _TAPS_PER_PASS taps, chunks oc of OCH = _COUT_CHUNK couts), row by row
@@ -354,16 +361,22 @@ def conv_direct_backward_weights(x, g2, kh, kw, sh, sw, pt, pl, oh, ow, partial,
     length = ncols * c + npass * taps - kwc + (taps if shared else 0)
     rows = n * oh
     xrow = np.empty((kh, length), x.dtype)
+    fused = sums.shape[0] > 0
+    grow = np.empty((ow if fused else 0, co), x.dtype)
     for t in range(t0, t1):
         acc = np.zeros((kh, npass, ncb, taps * och), x.dtype)
         for row in range(t * rows // chunks, (t + 1) * rows // chunks):
             bi = row // oh
             xrow[...] = 0.0
             _padded_rows(x, bi, row - bi * oh, sh, pt, pl, ncols, xrow)
+            g = g2[row * ow:(row + 1) * ow]
+            if fused:
+                relu_mask_rows(g, y[row * ow:(row + 1) * ow], use_mask, grow, sums[t])
+                g = grow
             if shared:
-                _weight_grad_row_shared(xrow, g2[row * ow:(row + 1) * ow], acc)
+                _weight_grad_row_shared(xrow, g, acc)
             else:
-                _weight_grad_row(xrow, g2[row * ow:(row + 1) * ow], sw * c, acc)
+                _weight_grad_row(xrow, g, sw * c, acc)
         _unpack_taps(acc, kwc, partial[t])
 
 

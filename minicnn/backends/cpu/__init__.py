@@ -139,11 +139,19 @@ def conv2d_backward(gy, saved, need_x, need_w, need_b):
         return None, None, None
     x, w, stride, pads, y_relu, plan, u = saved
     g2, bias_sums, mask = elementwise.relu_masking(gy, y_relu, x.dtype, need_b)
-    # The tiled weight gradients mask each tile of g just before its GEMM reads it.
+    # The tiled weight gradients mask each tile of g just before its GEMM reads it; the
+    # direct one (an RGB first layer, whose gx nobody asks for) each row, in its kernel.
     in_tiles = mask is not None and need_w and plan.algorithm not in ("direct", "pointwise")
-    if mask is not None and not in_tiles:
+    in_rows = mask is not None and need_w and not need_x and plan.algorithm == "direct"
+    if mask is not None and not (in_tiles or in_rows):
         elementwise.mask_in_chunks(mask, g2.shape[0])
-    gw = _weight_grad(plan, x, g2, w.shape, stride, pads, mask if in_tiles else None, 1, u) if need_w else None
+    if in_rows:
+        gy2 = np.ascontiguousarray(gy, x.dtype).reshape(g2.shape)
+        gw = direct.weight_grad(x, gy2, w.shape, stride, pads, y_relu, bias_sums)
+    elif need_w:
+        gw = _weight_grad(plan, x, g2, w.shape, stride, pads, mask if in_tiles else None, 1, u)
+    else:
+        gw = None
     gb = bias_sums.sum(axis=0).astype(x.dtype) if need_b else None
     gx = _data_grad(plan, g2, w, x.shape, stride, pads, u) if need_x else None
     return gx, gw, gb
