@@ -15,9 +15,9 @@
 #        env               the GPU, driver and package versions
 #        gpu_tests         python -m pytest -m gpu (NUMBA_ENABLE_CUDASIM=0: the real GPU)
 #        gpu_step          benchmarks/gpu_step_check.py: one VGG16 training step, cuda vs cpu
+#        nccl              benchmarks/nccl_check.py: minicnn.distributed.nccl's bucketed GPU sum, one rank
 #        kernels_vs_cudnn  benchmarks/kernels_vs_cudnn.py --configs 64x32 --repeats 3
 #        gpu_vs_cpu        benchmarks/gpu_vs_cpu.py --size 64, few steps
-#        distributed       python -m minicnn.distributed (its NCCL path), only if that module exists
 #   3. writes into one folder ($OUT if set, else ./device_check_out) two files: device_check.log
 #      (every step's full output) and device_check.json (each step's command, exit status,
 #      seconds, output tail, and its last output line parsed when it is JSON). Two files,
@@ -114,13 +114,9 @@ smi = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,memory.tota
 print(json.dumps({"gpu": smi, "packages": versions}))'
 step gpu_tests 150 "$PY" -m pytest -q -m gpu -p no:cacheprovider tests
 step gpu_step 120 "$PY" benchmarks/gpu_step_check.py --size 64 --batch 4
+step nccl 60 "$PY" benchmarks/nccl_check.py
 step kernels_vs_cudnn 120 "$PY" benchmarks/kernels_vs_cudnn.py --configs 64x32 --repeats 3
 step gpu_vs_cpu 120 "$PY" benchmarks/gpu_vs_cpu.py --size 64 --gpu-batch 32 --cpu-batch 4 --steps 3 --cpu-steps 1
-if [ -f "$ROOT/minicnn/distributed.py" ] || [ -f "$ROOT/minicnn/distributed/__init__.py" ]; then
-    # shellcheck disable=SC2086  # the extra arguments are meant to split
-    step distributed 60 "$PY" -m minicnn.distributed ${DEVICE_CHECK_DIST_ARGS:-}
-fi
-
 "$PY" - "$RECORDS" "$DEST/device_check.json" <<'EOF' | tee -a "$LOG"
 import json, os, sys
 steps = [json.loads(line) for line in open(sys.argv[1])]

@@ -4,11 +4,13 @@
 #
 #   bash benchmarks/prepare_device_wheels.sh [NAME==VERSION ...]
 #
-# The lent H200's image (python3 3.12, x86-64) already holds everything minicnn and the check
-# use: numpy, numba, numba-cuda, cupy-cuda13x, h5py, pillow, scikit-learn, tqdm, threadpoolctl,
-# pytest, hypothesis, torch (see the device notes' package list). So with no arguments this
-# fetches nothing. Name a package only when the machine lacks it or has the wrong version, and
-# name each of its missing dependencies too: pip runs with --no-deps so nothing else comes.
+# The lent H200's image (python3 3.12, x86-64) holds everything minicnn and the check use
+# (numba, numba-cuda, cupy-cuda13x, h5py, pillow, scikit-learn, pytest, torch; see the device
+# notes' package list), but its numpy 2.5.2 removed np.row_stack, which its numba-cuda 0.30.4
+# still names: compiling any CUDA kernel fails with AttributeError (seen on 2026-12-04). So with
+# no arguments this fetches numpy 2.4.6, the version the CPU machines run. Name packages only
+# when the machine lacks one or has the wrong version, and name each of their missing
+# dependencies too: pip runs with --no-deps so nothing else comes.
 # The wheels travel with the working tree, which may be 64 MiB in all: the script fails when
 # the folder pushes the tree (tracked + untracked, not ignored) past that.
 set -eu
@@ -19,8 +21,7 @@ LIMIT=$(( 64 * 1024 * 1024 ))
 PY=${PYTHON:-python3}
 
 if [ "$#" -eq 0 ]; then
-    echo "prepare_device_wheels: nothing to fetch (the GPU image has every package minicnn needs)."
-    exit 0
+    set -- numpy==2.4.6
 fi
 for spec in "$@"; do
     case "$spec" in

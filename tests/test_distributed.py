@@ -253,6 +253,24 @@ def test_shards_cover_a_batch_once_in_order(n, size):
     assert max(hi - lo for lo, hi in bounds) - min(hi - lo for lo, hi in bounds) <= 1
 
 
+def test_gradient_buckets_run_from_the_last_weight_back_one_dtype_each_within_the_size():
+    # the plan both the MPI (GradientBuckets) and the NCCL sums use
+    from minicnn.nn.module import Parameter
+    sizes = [(3, 3, 3, 64, np.float32), (64, np.float32), (257, 31, np.float32), (7, np.float64),
+             (5, 5, np.float32), (1000, np.float32), (2, np.float32)]
+    params = [(f"w{i}", Parameter(np.zeros(s[:-1], s[-1]))) for i, s in enumerate(sizes)]
+    buckets = dist.plan_buckets(params, 4096)
+    assert [[n for n, _ in b] for b in buckets] == [["w6", "w5"], ["w4"], ["w3"], ["w2"], ["w1"], ["w0"]]
+    buckets = dist.plan_buckets(params, 1 << 20)
+    assert [[n for n, _ in b] for b in buckets] == [["w6", "w5", "w4"], ["w3"], ["w2", "w1", "w0"]]
+    for limit in (1, 300, 4096, 40000):
+        buckets = dist.plan_buckets(params, limit)
+        assert [n for b in buckets for n, _ in b] == [n for n, _ in reversed(params)]
+        for b in buckets:
+            assert len({p.dtype for _, p in b}) == 1
+            assert len(b) == 1 or sum(p.data.nbytes for _, p in b) <= limit
+
+
 def test_pairs_from_a_summed_confusion_matrix_give_the_same_metrics():
     from minicnn import metrics as M
     rng = np.random.default_rng(0)

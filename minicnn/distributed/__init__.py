@@ -33,6 +33,22 @@ INSTALL_HINT = ("pip install 'minicnn[mpi]' (mpi4py with MPICH from PyPI); on a 
 BUCKET_BYTES = 25 << 20   # gradients are summed in flat buckets of about this size
 
 
+def plan_buckets(params: list, bucket_bytes: int) -> list[list]:
+    """[(name, Parameter)] cut into buckets, from the last parameter back (backward finishes the
+    head's gradients first): one dtype per bucket, at most bucket_bytes unless one weight is more."""
+    buckets, current, size, dtype = [], [], 0, None
+    for name, p in reversed(params):
+        nbytes = int(np.prod(p.shape)) * np.dtype(p.dtype).itemsize
+        if current and (size + nbytes > bucket_bytes or np.dtype(p.dtype) != dtype):
+            buckets.append(current)
+            current, size = [], 0
+        current.append((name, p))
+        size, dtype = size + nbytes, np.dtype(p.dtype)
+    if current:
+        buckets.append(current)
+    return buckets
+
+
 class DistributedError(RuntimeError):
     """The ranks of a job cannot work together (different code or settings, bad sizes)."""
 

@@ -69,19 +69,8 @@ class GradientBuckets:
         self._buckets: list[tuple[list, np.ndarray]] = []
 
     def _build(self, params: list) -> None:
-        # from the last parameter back: backward finishes the head's gradients first
-        self._buckets, current, size, dtype = [], [], 0, None
-        for name, p in reversed(params):
-            nbytes = int(np.prod(p.shape)) * np.dtype(p.dtype).itemsize
-            if current and (size + nbytes > self.bucket_bytes or np.dtype(p.dtype) != dtype):
-                self._buckets.append(current)
-                current, size = [], 0
-            current.append((name, p))
-            size, dtype = size + nbytes, np.dtype(p.dtype)
-        if current:
-            self._buckets.append(current)
         self._buckets = [(b, np.empty(sum(int(np.prod(p.shape)) for _, p in b), b[0][1].dtype))
-                         for b in self._buckets]
+                         for b in dist.plan_buckets(params, self.bucket_bytes)]
         self._key = tuple((n, p.shape) for n, p in params)
 
     def reduce(self, params: list, scale: float) -> None:

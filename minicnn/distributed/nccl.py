@@ -7,8 +7,9 @@ MPI would cost two PCIe trips per step, so they are summed GPU to GPU instead:
     every rank: NcclCommunicator(world, uid, rank); allReduce(flat bucket, SUM) on the current stream
 
 Each rank uses GPU ``local rank % GPUs on this machine`` (set before the first
-allocation by ``select_device``). The buckets are the CPU path's (25 MB, last layer
-first). This file cannot be run here (no GPU); the device check exercises it.
+allocation by ``select_device``). The buckets are the CPU path's (``dist.plan_buckets``:
+about 25 MB, one dtype each, last layer first). Nothing here runs without a GPU:
+``benchmarks/nccl_check.py`` (in the device check) sums on one.
 """
 
 from __future__ import annotations
@@ -33,9 +34,15 @@ def communicator():
     """One NCCL communicator over all ranks; its id travels from rank 0 by MPI."""
     from cupy.cuda import nccl
 
-    uid = list(nccl.get_unique_id()) if dist.is_main() else None
+    # the 128-byte id goes as JSON ints 0..255; CuPy 14's NcclCommunicator takes it as bytes,
+    # older CuPy as a tuple of signed chars
+    uid = [v & 0xFF for v in nccl.get_unique_id()] if dist.is_main() else None
     uid = dist.broadcast(uid)
-    return nccl.NcclCommunicator(dist.world_size(), tuple(uid), dist.rank())
+    try:
+        return nccl.NcclCommunicator(dist.world_size(), bytes(uid), dist.rank())
+    except TypeError:
+        return nccl.NcclCommunicator(dist.world_size(), tuple(v - 256 if v > 127 else v for v in uid),
+                                     dist.rank())
 
 
 def nccl_reduce(params: list, scale: float, comm=None):
@@ -49,18 +56,13 @@ def nccl_reduce(params: list, scale: float, comm=None):
         comm = communicator()
     stream = cupy.cuda.get_current_stream().ptr
     kinds = {cupy.dtype(cupy.float32): nccl.NCCL_FLOAT32, cupy.dtype(cupy.float64): nccl.NCCL_FLOAT64}
-    bucket, size = [], 0
-    for name, p in reversed(params):
-        bucket.append(p)
-        size += p.data.nbytes
-        if size >= dist.BUCKET_BYTES or name == params[0][0]:
-            grads = [p.grad if p.grad is not None else cupy.zeros(p.shape, p.dtype) for p in bucket]
-            flat = cupy.concatenate([g.reshape(-1) for g in grads]) * grads[0].dtype.type(scale)
-            comm.allReduce(flat.data.ptr, flat.data.ptr, flat.size, kinds[flat.dtype], nccl.NCCL_SUM, stream)
-            pos = 0
-            for q in bucket:
-                n = int(q.data.size)
-                q.grad = flat[pos:pos + n].reshape(q.shape)
-                pos += n
-            bucket, size = [], 0
+    for bucket in dist.plan_buckets(params, dist.BUCKET_BYTES):
+        weights = [p for _, p in bucket]
+        grads = [p.grad if p.grad is not None else cupy.zeros(p.shape, p.dtype) for p in weights]
+        flat = cupy.concatenate([g.reshape(-1) for g in grads]) * grads[0].dtype.type(scale)
+        comm.allReduce(flat.data.ptr, flat.data.ptr, flat.size, kinds[flat.dtype], nccl.NCCL_SUM, stream)
+        pos = 0
+        for p in weights:
+            p.grad = flat[pos:pos + p.data.size].reshape(p.shape)
+            pos += p.data.size
     return comm
