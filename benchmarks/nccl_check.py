@@ -5,8 +5,8 @@ one): five weights on "cuda", float32 and float64, one with no gradient, summed 
 ``scale`` 0.25 in buckets small enough that the weights split over several. With one rank
 the sum is the rank's own gradient, so every gradient must come back as exactly
 0.25 * what it was (a power of two: no rounding), zeros where there was none, in the weight's
-shape; and a second call must reuse the communicator. The many-rank path (the MPI broadcast
-of the id) is tested on the CPU by tests/test_distributed.py.
+shape; and a second call must reuse the communicator. The many-rank path (the id sent over
+MPI, sums across GPUs) needs a machine with several GPUs and is not checked here.
 
     python benchmarks/nccl_check.py
 
