@@ -18,6 +18,9 @@
 #        nccl              benchmarks/nccl_check.py: minicnn.distributed.nccl's bucketed GPU sum, one rank
 #        kernels_vs_cudnn  benchmarks/kernels_vs_cudnn.py --configs 64x32 --repeats 3
 #        gpu_vs_cpu        benchmarks/gpu_vs_cpu.py --size 64, few steps
+#        threads           benchmarks/threads.py --threads 1,4,16: the CPU backend's thread scaling
+#                          on the device's 16 cores, against PyTorch's (not a GPU check; few machines
+#                          here have that many cores)
 #   3. writes into one folder ($OUT if set, else ./device_check_out) two files: device_check.log
 #      (every step's full output) and device_check.json (each step's command, exit status,
 #      seconds, output tail, and its last output line parsed when it is JSON). Two files,
@@ -117,6 +120,7 @@ step gpu_step 120 "$PY" benchmarks/gpu_step_check.py --size 64 --batch 4
 step nccl 60 "$PY" benchmarks/nccl_check.py
 step kernels_vs_cudnn 120 "$PY" benchmarks/kernels_vs_cudnn.py --configs 64x32 --repeats 3
 step gpu_vs_cpu 120 "$PY" benchmarks/gpu_vs_cpu.py --size 64 --gpu-batch 32 --cpu-batch 4 --steps 3 --cpu-steps 1
+step threads 120 "$PY" benchmarks/threads.py --threads 1,4,16 --size 64 --batch 4 --steps 2
 "$PY" - "$RECORDS" "$DEST/device_check.json" <<'EOF' | tee -a "$LOG"
 import json, os, sys
 steps = [json.loads(line) for line in open(sys.argv[1])]

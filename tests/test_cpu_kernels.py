@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 from kernels import reference as ref
-from kernels.cpu import conv_direct
+from kernels.cpu import conv_direct, spin
 from kernels.cpu.workspace import Workspaces
 from minicnn.backends import cpu
 from minicnn.backends.cpu import schedule, taps
@@ -471,6 +471,25 @@ def test_tile_team_runs_every_worker_and_raises_a_helpers_error():
     assert sorted(calls) == [0, 1]
 
 
+@pytest.mark.skipif(not spin.CAN_SPIN, reason="no usleep in this C library: waits block at once")
+def test_a_spinning_wait_lets_go_of_the_gil_and_sees_another_threads_write():
+    """A thread in spin.reached must not hold the GIL (else this thread could not run to set
+    the flag, and the wait would run its million looks), and each look must read the flag
+    from memory again (else it would never see the write)."""
+    flags = np.zeros(3, np.int64)
+    spin.reached(flags, 0, 1, 0, 1)                          # compiled before the clock starts
+    result = []
+    waiter = threading.Thread(target=lambda: result.append(spin.reached(flags, 1, 3, 7, 10**6)))
+    waiter.start()
+    time.sleep(0.02)
+    flags[1] = 7
+    assert not spin.reached(flags, 1, 3, 7, 1)               # flags[2] has not reached 7 yet
+    flags[2] = 8
+    waiter.join(timeout=20)
+    assert result == [True]
+    assert spin.reached(flags, 1, 3, 8, 3) is False and spin.reached(flags, 0, 0, 99, 1) is True
+
+
 @pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2,
                     reason="needs Linux and at least two CPUs to choose from")
 def test_tile_team_keeps_its_helpers_off_the_callers_cpu():
@@ -499,12 +518,12 @@ def test_tile_team_finishes_an_interrupted_pass_before_the_next():
     events = []
     caller, waits, wait = threading.get_ident(), [], team._wait
 
-    def interrupted(ready):
+    def interrupted(*flags_number):
         if threading.get_ident() == caller:
-            waits.append(ready)
+            waits.append(flags_number)
             if len(waits) == 2:                 # the wait for the helpers at the end of the pass
                 raise KeyboardInterrupt
-        wait(ready)
+        wait(*flags_number)
 
     def slow(t):
         if t == 1:

@@ -22,6 +22,7 @@ import time
 import numpy as np
 from threadpoolctl import ThreadpoolController
 
+from kernels.cpu import spin
 from kernels.cpu.workspace import Workspaces
 
 
@@ -48,10 +49,12 @@ def _local_ranks() -> int:
 # Threads that run the backend's passes (the calling thread is one of them).
 THREADS = thread_count()
 # How long a tile thread polls for the next pass (or the caller for the end of one) before it
-# blocks. On a VM whose host is busy a thread that blocks gives up its virtual CPU and takes
-# about a millisecond to get it back (measured here: 1.4 ms a pass at 35% steal), and a VGG16
-# step runs ~80 passes. Polling for 5 ms made forward+backward 0-21% faster at 17-25% steal.
+# blocks; it looks LOOKS times per call into compiled code (kernels.cpu.spin: no GIL held,
+# about 0.1 ms asleep between looks). On a VM whose host is busy a thread that blocks gives
+# up its virtual CPU and takes about a millisecond to get it back (measured here: 1.4 ms a
+# pass at 35% steal), and a VGG16 step runs ~80 passes. Polling for 5 ms made forward+backward 0-21% faster at 17-25% steal.
 SPIN_S = 5e-3
+LOOKS = 4
 # A column tile is sized to stay in one core's L2 cache while its GEMM reads it.
 TILE_BYTES = 1 << 20
 MIN_TILE_ROWS = 512
@@ -79,9 +82,11 @@ class Team:
     """The helper threads that run tiles with the calling thread (thread 0).
 
     run(worker, count) calls worker(t) for t in range(count), worker(0) on the caller, and
-    returns when every call has; a helper's exception is raised there. Waits poll with
-    time.sleep(0), which lets go of the GIL, for up to SPIN_S before they block. A caller
-    that finds the team busy (another Python thread's pass) runs every worker itself.
+    returns when every call has; a helper's exception is raised there. The caller publishes
+    a pass as (number, helpers taking part, worker) and writes its number to flags[0];
+    helper t writes it to flags[t] when done. A waiting thread looks at the flags with the
+    GIL released (kernels.cpu.spin) for up to SPIN_S, then blocks. A caller that finds the
+    team busy (another Python thread's pass) runs every worker itself.
     """
 
     def __init__(self, helpers: int):
@@ -91,7 +96,8 @@ class Team:
         self._caller_cpu = -1
         self._busy = threading.Lock()
         self._cond = threading.Condition()
-        self._job, self._seq, self._active, self._finished, self._error = None, 0, 0, 0, None
+        self._flags = np.zeros(helpers + 1, np.int64)
+        self._pass, self._error = (0, 0, None), None
         for t in range(1, helpers + 1):
             threading.Thread(target=self._serve, args=(t,), name=f"minicnn-cpu-{t}", daemon=True).start()
 
@@ -101,19 +107,21 @@ class Team:
                 worker(t)
             return
         try:
-            self._wait(lambda: self._finished == self._active)   # a pass whose wait was interrupted
-            active = min(self._helpers, count - 1)
+            number, active, _ = self._pass
+            self._wait(1, active + 1, number)       # a pass whose wait was interrupted
+            number, active = number + 1, min(self._helpers, count - 1)
             self._keep_off_caller()
+            self._error = None
             with self._cond:
-                self._job, self._active, self._finished, self._error = worker, active, 0, None
-                self._seq += 1
+                self._pass = (number, active, worker)
+                self._flags[0] = number
                 self._cond.notify_all()
             try:
                 worker(0)
                 for t in range(active + 1, count):         # more threads asked for than helpers
                     worker(t)
             finally:
-                self._wait(lambda: self._finished == active)
+                self._wait(1, active + 1, number)
             if self._error is not None:
                 raise self._error
         finally:
@@ -145,26 +153,26 @@ class Team:
             self._tids.append(threading.get_native_id())
         seen = 0
         while True:
-            self._wait(lambda seen=seen: self._seq != seen)
-            seen = self._seq
-            if thread > self._active:
+            self._wait(0, 1, seen + 1)
+            seen, active, job = self._pass          # one read: a consistent pass
+            if thread > active:
                 continue
             try:
-                self._job(thread)
+                job(thread)
             except BaseException as e:  # noqa: BLE001 - handed to the caller, which raises it
                 self._error = e
             with self._cond:
-                self._finished += 1
+                self._flags[thread] = seen
                 self._cond.notify_all()
 
-    def _wait(self, ready) -> None:
+    def _wait(self, lo: int, hi: int, number: int) -> None:
+        """Until flags[lo:hi] all reach number: look without the GIL for up to SPIN_S, then block."""
         give_up = time.perf_counter() + SPIN_S
-        while not ready():
-            if time.perf_counter() > give_up:
+        while not spin.reached(self._flags, lo, hi, number, LOOKS):
+            if not spin.CAN_SPIN or time.perf_counter() > give_up:
                 with self._cond:
-                    self._cond.wait_for(ready)
+                    self._cond.wait_for(lambda: spin.reached(self._flags, lo, hi, number, 1))
                 return
-            time.sleep(0)
 
 
 def _cpu_query():
