@@ -471,6 +471,20 @@ def test_tile_team_runs_every_worker_and_raises_a_helpers_error():
     assert sorted(calls) == [0, 1]
 
 
+def test_tile_team_runs_each_worker_once_per_pass_whatever_the_helpers_taking_part():
+    """Many short passes, each with a different number of the team's helpers taking part
+    (the others see the pass and skip it, so they may fall several passes behind, or
+    block and be woken): every pass runs workers 0..count-1 exactly once each."""
+    team = schedule.Team(5)
+    counts = [1 + (7 * i) % 8 for i in range(400)]            # 1..8: fewer and more than 6
+    for i, count in enumerate(counts):
+        calls = []
+        team.run(lambda t: calls.append(t), count)
+        assert sorted(calls) == list(range(count)), (i, count, sorted(calls))
+        if i % 100 == 99:
+            time.sleep(0.02)                                    # the helpers block, then wake
+
+
 @pytest.mark.skipif(not spin.CAN_SPIN, reason="no usleep in this C library: waits block at once")
 def test_a_spinning_wait_lets_go_of_the_gil_and_sees_another_threads_write():
     """A thread in spin.reached must not hold the GIL (else this thread could not run to set
