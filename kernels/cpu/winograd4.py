@@ -37,19 +37,29 @@ import numpy as np
 from numba import njit
 
 TILE = 4          # outputs per tile side
+# input_tiles lets LLVM fuse a multiply and the add that follows into one instruction
+# (rounded once: the same bits on every run and thread count, other bits than unfused);
+# measured on VGG16's layers, this and _bt's shared terms make it 0.72-0.83x the time.
+# The other kernels gained nothing measurable from it.
+FMA = {"contract"}
 POINTS = 36       # products per tile and channel pair: (TILE + 2) ** 2
 
 
 @njit(inline="always")
 def _bt(d0, d1, d2, d3, d4, d5, c):
-    """B^T applied to a column of 6; c = (1/2, 3/2, 2, 5/2) in the arrays' dtype."""
+    """B^T applied to a column of 6; c = (1/2, 3/2, 2, 5/2) in the arrays' dtype.
+
+    Rows 0, 3 and 4 share d3 - d1 and d4 - d2: 16 additions and multiply-adds where
+    the rows as written above take 26 (and against float64 a little less error).
+    """
     half, c15, two, c25 = c
-    return (d0 - c15 * d1 - two * d2 + c15 * d3 + d4,
-            -d1 + half * d2 + c25 * d3 + d4,
-            d1 - c25 * d2 + half * d3 + d4,
-            -two * d1 - d2 + two * d3 + d4,
-            half * d1 - d2 - half * d3 + d4,
-            d1 - c15 * d2 - two * d3 + c15 * d4 + d5)
+    a, e = d3 - d1, d4 - d2
+    return (c15 * a + (d0 + d4 - two * d2),
+            c25 * d3 + (half * d2 + (d4 - d1)),
+            half * d3 + ((d4 + d1) - c25 * d2),
+            two * a + e,
+            e - half * a,
+            c15 * d4 + ((d1 + d5) - c15 * d2 - two * d3))
 
 
 @njit(inline="always")
@@ -81,7 +91,8 @@ def _at(m0, m1, m2, m3, m4, m5, c):
 def _a(y0, y1, y2, y3, c):
     """A applied to a column of 4 (the output gradient's transform); c as for ``_at``."""
     half, quarter, eighth, two, four, eight = c
-    return (y0, y0 + y1 + y2 + y3, y0 - y1 + y2 - y3,
+    even, odd = y0 + y2, y1 + y3
+    return (y0, even + odd, even - odd,
             y0 + half * y1 + quarter * y2 + eighth * y3, y0 - two * y1 + four * y2 - eight * y3, y3)
 
 
@@ -154,7 +165,7 @@ def weight_grad_transform(du, c0, c1, gw):
                 gw[p, 2, ci, o] = vals[2]
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath=FMA)
 def input_tiles(x, pt, pl, th, tw, tr0, tr1, v, t0):
     """V for the tiles of tile rows tr0 <= tr < tr1: v[k, t0 + t, c] = (B^T d B)[k] of tile t's 6x6
     input block d (rows 4*ti - pt .. +5, columns 4*tj - pl .. +5 of x; zeros outside x).

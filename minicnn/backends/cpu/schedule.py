@@ -387,8 +387,15 @@ def ranges(n: int, step: int) -> list:
 
 
 def pieces(n: int, count: int) -> list:
-    """range(n) cut into at most ``count`` ranges of about equal length."""
-    return ranges(n, max(1, -(-n // count)))
+    """range(n) cut into min(n, count) consecutive ranges whose lengths differ by at most
+    one (so ``count`` threads taking one each finish together: ranges(10, 4) would leave
+    a range of 1 behind three of 3)."""
+    count = min(n, count)
+    if count <= 0:
+        return []
+    size, longer = divmod(n, count)
+    bounds = [i * size + min(i, longer) for i in range(count + 1)]
+    return list(zip(bounds[:-1], bounds[1:]))
 
 
 def halves(rows: int, align: int) -> list:

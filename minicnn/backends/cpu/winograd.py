@@ -32,6 +32,10 @@ STACKED_SUM_BYTES = 2 << 20
 # fixed groups; smaller ones by one GEMM per product. A fixed count (not one per thread)
 # keeps a layer's sums, and so its bits, the same for any thread count.
 SUM_MIN_CHUNKS = 4
+# ... and their chunk count is rounded up to a multiple of this (not of the thread count,
+# which would change the sums' bits with it): even, so two threads share the chunks
+# equally (weight gradients of VGG16's block 2: 5-11% faster than with an odd count).
+SUM_CHUNKS_MULTIPLE = 2
 
 
 def forward(x, w, b, pads, relu, keep, y, w_key=None, kern=winograd_kernels):
@@ -80,9 +84,15 @@ def kernel_transform(w, keep, w_key=None, kern=winograd_kernels):
         schedule.ws.output(shape, w.dtype) if held else schedule.ws.scratch("wino_u", shape, w.dtype)))
 
 
-def _tile_chunks(tile_rows: int, tw: int, kern) -> list:
-    """Ranges of about WINOGRAD_TILES 2x2 tiles' worth of tile rows."""
-    return schedule.ranges(tile_rows, max(1, WINOGRAD_TILES * 16 // (kern.POINTS * tw)))
+def _tile_chunks(tile_rows: int, tw: int, kern, multiple: int = 1) -> list:
+    """Ranges of about WINOGRAD_TILES 2x2 tiles' worth of tile rows, within a row of each
+    other's length. Where there are at least two per ``multiple`` (the threads that take
+    them, or the groups that sum them), their count is rounded up to a multiple of it:
+    five chunks on two threads keep one thread busy with a third while the other waits."""
+    count = -(-tile_rows // max(1, WINOGRAD_TILES * 16 // (kern.POINTS * tw)))
+    if count >= 2 * multiple:
+        count = -(-count // multiple) * multiple
+    return schedule.pieces(tile_rows, count)
 
 
 def conv(x, u, perm, pt, pl, oh, ow, finish, kern=winograd_kernels):
@@ -95,7 +105,7 @@ def conv(x, u, perm, pt, pl, oh, ow, finish, kern=winograd_kernels):
     co = u.shape[1] if rotated else u.shape[2]
     p, tile = kern.POINTS, kern.TILE
     th, tw = -(-oh // tile), -(-ow // tile)
-    chunks = _tile_chunks(n * th, tw, kern)
+    chunks = _tile_chunks(n * th, tw, kern, schedule.THREADS)
     if len(chunks) >= 2 * schedule.THREADS:
         # one stacked matmul a chunk: each Python-level call is a wait for the GIL, and on a
         # busy host a thread that waits may lose its CPU for a while
@@ -146,7 +156,7 @@ def weight_grad(x, g4, pt, pl, prepare=None, kern=winograd_kernels):
         kern.input_tiles(x, pt, pl, th, tw, tr0, tr1, v, t0)
         kern.grad_tiles(g4, t0, th, tw, tr0, tr1, z)
 
-    chunks = _tile_chunks(n * th, tw, kern)
+    chunks = _tile_chunks(n * th, tw, kern, SUM_CHUNKS_MULTIPLE)
     if len(chunks) >= SUM_MIN_CHUNKS:
         du = schedule.ws.scratch("wino_du", (p, c, co), x.dtype)
         sums = schedule.GroupSums(du, "wino_du")
